@@ -1,0 +1,3 @@
+from pl_pruning.app import main
+
+main()

@@ -1,0 +1,91 @@
+"""What every data module here shares: split sizes fixed by a seed, loaders, input shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from pl_pruning.errors import PlPruningError
+
+
+def split_indices(labels: Sequence[int], fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Stratified split of ``range(len(labels))`` into parts of the given fractions.
+
+    Every class is shuffled with ``seed`` and cut in the same proportions, so each
+    split keeps the class balance; the last part takes the remainder. The result
+    depends only on the labels, the fractions and the seed.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        bounds = np.round(np.cumsum(fractions) * len(idx)).astype(int)
+        start = 0
+        for i, stop in enumerate(bounds):
+            stop = len(idx) if i == len(bounds) - 1 else stop
+            parts[i].append(idx[start:stop])
+            start = stop
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def balanced_subset(labels: Sequence[int], per_class: int, seed: int) -> np.ndarray:
+    """Indices of ``per_class`` samples of every class (all of a class that has fewer)."""
+    if per_class < 1:
+        raise PlPruningError(f"samples_per_class must be >= 1, got {per_class}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
+
+
+def check_fraction(name: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise PlPruningError(f"{name} must be in (0, 1), got {value!r}")
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Train / validation / test loaders over datasets that subclasses set in ``setup``.
+
+    Subclasses fill ``self.train_set``, ``self.val_set`` and ``self.test_set`` and
+    provide ``num_classes`` and ``input_shape`` (``(C, H, W)``).
+    """
+
+    num_classes: int
+    input_shape: tuple[int, int, int]
+
+    def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None,
+                 num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise PlPruningError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
