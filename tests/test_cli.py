@@ -1,0 +1,70 @@
+"""The Hydra app through its real command line."""
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from pl_pruning import build_model, measure
+
+
+def _run(cli, tmp_path, *overrides, check=True):
+    cmd = [*cli, f"hydra.run.dir={tmp_path}", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.mark.slow
+def test_default_run_on_digits_writes_results(cli, tmp_path):
+    _run(cli, tmp_path, "trainer.max_epochs=4", "measure.batch_size=8")
+    results = json.loads((tmp_path / "results.json").read_text())
+    base = results["baseline"]
+    assert set(base) >= {"test_acc", "macs", "params", "latency_ms"}
+    assert base["test_acc"] > 0.9
+    expected = measure(build_model("small_cnn", in_channels=1), torch.zeros(1, 1, 8, 8), latency=False)
+    assert (base["macs"], base["params"]) == (expected.macs, expected.params)
+    assert base["latency_ms"] > 0
+    assert results["config"]["model"]["name"] == "small_cnn"
+    assert list((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert (tmp_path / "csv").is_dir()
+
+
+@pytest.mark.slow
+def test_checkpoint_is_loaded_and_tested_without_training(cli, tmp_path):
+    net = build_model("small_cnn", num_classes=10, in_channels=1)
+    path = tmp_path / "weights.pt"
+    torch.save(net.state_dict(), path)
+    _run(cli, tmp_path / "run", f"model.checkpoint={path}", "measure.latency=false")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["baseline"]["checkpoint"] == str(path)
+    assert results["baseline"]["latency_ms"] is None
+    assert not (tmp_path / "run" / "checkpoints").exists()  # no training happened
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.name=vgg17"], "unknown model name 'vgg17'; choose one of: vgg11"),
+        (["model.width=0"], "width must be a number > 0, got 0"),
+        (["data=image_folder", "data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
+        (["model=nonexistent"], "Could not find 'model/nonexistent'"),
+        (["data=imagenet"], "Available options in 'data'"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(cli, tmp_path, overrides, message):
+    proc = _run(cli, tmp_path, *overrides, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_checkpoint_of_another_architecture_is_refused(cli, tmp_path):
+    path = tmp_path / "vgg.pt"
+    torch.save(build_model("vgg11", width=0.25).state_dict(), path)
+    proc = _run(cli, tmp_path / "run", f"model.checkpoint={path}", check=False)
+    assert proc.returncode == 2
+    assert f"model.checkpoint='{path}' does not fit model=small_cnn width=1.0" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,131 @@
+"""Data modules: shapes, disjoint splits, determinism, bad input."""
+
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pl_pruning import PlPruningError
+from pl_pruning.data import (
+    CIFAR10DataModule,
+    DigitsDataModule,
+    ImageFolderDataModule,
+    SyntheticDataModule,
+)
+from pl_pruning.data.base import balanced_subset, split_indices
+
+
+def _all(dataset):
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(xs), torch.tensor(ys)
+
+
+def test_digits_shapes_and_disjoint_splits():
+    dm = DigitsDataModule(seed=0)
+    dm.setup()
+    assert dm.num_classes == 10 and dm.input_shape == (1, 8, 8)
+    sizes = [len(dm.train_set), len(dm.val_set), len(dm.test_set)]
+    assert sum(sizes) == 1797
+    assert abs(sizes[1] - 0.15 * 1797) < 12 and abs(sizes[2] - 0.15 * 1797) < 12
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (64, 1, 8, 8) and y.dtype == torch.long
+    # No image sits in two splits.
+    keys = [{tuple(x.flatten().tolist()) for x in _all(s)[0]} for s in (dm.train_set, dm.val_set, dm.test_set)]
+    assert not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+
+
+def test_digits_split_is_fixed_by_seed():
+    a, b, c = DigitsDataModule(seed=3), DigitsDataModule(seed=3), DigitsDataModule(seed=4)
+    for dm in (a, b, c):
+        dm.setup()
+    assert torch.equal(_all(a.test_set)[0], _all(b.test_set)[0])
+    assert not torch.equal(_all(a.test_set)[0], _all(c.test_set)[0])
+
+
+def test_split_indices_is_stratified_and_complete():
+    labels = np.repeat(np.arange(4), 50)
+    parts = split_indices(labels, [0.6, 0.2, 0.2], seed=1)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(200))
+    for p, frac in zip(parts, [0.6, 0.2, 0.2]):
+        assert np.all(np.bincount(labels[p], minlength=4) == int(50 * frac))
+
+
+def test_balanced_subset():
+    labels = np.array([0] * 30 + [1] * 10 + [2] * 3)
+    idx = balanced_subset(labels, 5, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [5, 5, 3]
+
+
+def test_synthetic_shapes_and_determinism():
+    a = SyntheticDataModule(num_classes=3, input_shape=(2, 6, 6), num_train=20, seed=1)
+    b = SyntheticDataModule(num_classes=3, input_shape=(2, 6, 6), num_train=20, seed=1)
+    a.setup()
+    b.setup()
+    assert len(a.train_set) == 20 and a.train_set[0][0].shape == (2, 6, 6)
+    assert torch.equal(a.train_set.tensors[0], b.train_set.tensors[0])
+
+
+def _make_tree(root, classes=("cat", "dog", "eel"), per_class=12, splits=("train", "test")):
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / c / f"{i}.jpg")
+
+
+def test_image_folder_from_archive(tmp_path):
+    tree = tmp_path / "src" / "toy"
+    _make_tree(tree)
+    archive = tmp_path / "toy.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tree, arcname="toy")
+    cache = tmp_path / "cache"
+    dm = ImageFolderDataModule(root=str(archive), cache_dir=str(cache), image_size=8,
+                               samples_per_class=10, eval_samples_per_class=4, val_fraction=0.2,
+                               num_workers=0, batch_size=4)
+    assert dm.num_classes == 3 and dm.input_shape == (3, 8, 8)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (24, 6, 12)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 8, 8)
+    # Extracted once: a second module reuses the cache (no new folder appears).
+    before = sorted(p.name for p in cache.iterdir())
+    ImageFolderDataModule(root=str(archive), cache_dir=str(cache), image_size=8).setup()
+    assert sorted(p.name for p in cache.iterdir()) == before
+
+
+def test_image_folder_single_pool_is_split_three_ways(tmp_path):
+    _make_tree(tmp_path, per_class=10, splits=("",))
+    dm = ImageFolderDataModule(root=str(tmp_path), image_size=8, val_fraction=0.2, test_fraction=0.2,
+                               num_workers=0, seed=5)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 6, 6)
+    assert not set(dm.train_set.indices) & set(dm.test_set.indices)
+
+
+def test_image_folder_missing_root_is_named():
+    with pytest.raises(PlPruningError, match="data.root='/no/such/place' does not exist"):
+        ImageFolderDataModule(root="/no/such/place")
+
+
+def test_cifar10_missing_root_is_named(tmp_path):
+    dm = CIFAR10DataModule(root=str(tmp_path / "nothing"))
+    with pytest.raises(PlPruningError, match="CIFAR-10 not found under data.root=.*download=true"):
+        dm.prepare_data()
+
+
+@pytest.mark.slow
+def test_image_folder_on_the_real_cifar10_archive(real_cifar_archive, tmp_path_factory):
+    dm = ImageFolderDataModule(root=str(real_cifar_archive), samples_per_class=20,
+                               eval_samples_per_class=5, num_workers=0, seed=0)
+    assert dm.classes[:3] == ["airplane", "automobile", "bird"] and dm.num_classes == 10
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (180, 20, 50)
+    x, y = dm.test_set[0]
+    assert x.shape == (3, 32, 32) and abs(float(x.mean())) < 3
+    train_labels = [dm.train_set[i][1] for i in range(len(dm.train_set))]
+    assert np.bincount(train_labels).tolist() == [18] * 10
