@@ -1,28 +1,45 @@
-"""Cost of a network in one place: MACs, parameters and measured latency.
+"""Cost of a network in one place: MACs, parameters, channels and measured latency.
 
 MACs come from ``torch.utils.flop_counter`` (FLOPs / 2; convolutions and matrix
 products, which is what the pruning literature counts), latency from
-``torch.utils.benchmark`` with a fixed thread count so that runs compare.
+``torch.utils.benchmark`` with a fixed thread count so that runs compare, in eager
+PyTorch and (optionally) in ONNX Runtime. :func:`channel_counts` gives the width of
+every layer; :func:`compare` sets a network before and after pruning side by side in
+one call, timing the two interleaved so that machine load hits both alike.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
+from pl_pruning.errors import PlPruningError
+
 
 @dataclass
 class Cost:
+    """MACs per sample, parameters, and latency per batch (ms, median).
+
+    ``onnx_latency_ms`` is filled when ONNX Runtime was timed, ``channels`` (out channels
+    per Conv/Linear layer) when asked for with ``per_layer=True``.
+    """
+
     macs: int
     params: int
     latency_ms: float | None
     batch_size: int
     num_threads: int
+    onnx_latency_ms: float | None = None
+    channels: dict[str, int] | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,16 +75,62 @@ def measure_latency(model: nn.Module, example_inputs: Tensor, num_threads: int =
     return result.median * 1e3
 
 
+def channel_counts(model: nn.Module) -> dict[str, int]:
+    """Out channels of every Conv layer and out features of every Linear, by name."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            out[name] = int(m.out_channels)
+        elif isinstance(m, nn.Linear):
+            out[name] = int(m.out_features)
+    return out
+
+
+def _onnx_runner(model: nn.Module, example_inputs: Tensor, num_threads: int,
+                 folder: Path) -> Callable[[], object]:
+    """A no-argument call that runs ``model`` exported to ONNX in ONNX Runtime."""
+    from pl_pruning.export import export_onnx, ort_session
+
+    path = folder / f"model_{id(model)}.onnx"
+    export_onnx(model, path, example_inputs, check=False)
+    session = ort_session(path, num_threads=num_threads)
+    feed = {session.get_inputs()[0].name: example_inputs.detach().float().cpu().numpy()}
+    return lambda: session.run(None, feed)
+
+
+def _time(fn: Callable[[], object], num_threads: int, min_run_time: float) -> float:
+    """Median seconds of ``fn()``, ``torch.utils.benchmark`` style."""
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=num_threads)
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def measure_onnx_latency(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
+                         min_run_time: float = 0.5) -> float:
+    """Median milliseconds per batch in ONNX Runtime (CPU, ``num_threads`` intra-op threads).
+
+    The model is exported to a temporary file first (see :func:`pl_pruning.export.export_onnx`).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _onnx_runner(model, example_inputs, num_threads, Path(tmp))
+        run()  # warm-up
+        return _time(run, num_threads, min_run_time) * 1e3
+
+
 def measure(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
-            latency: bool = True, min_run_time: float = 0.5) -> Cost:
+            latency: bool = True, min_run_time: float = 0.5, onnx: bool = False,
+            per_layer: bool = False) -> Cost:
     """MACs, parameters and (optionally) latency of ``model`` on ``example_inputs``.
 
     Args:
         model: any ``nn.Module``; it is not changed (latency runs on a copy).
         example_inputs: a batch; MACs are per sample, latency is for the whole batch.
-        num_threads: torch threads while timing, fixed so that runs compare.
+        num_threads: torch threads while timing, fixed so that runs compare (ONNX
+            Runtime gets as many intra-op threads).
         latency: skip the timing when ``False`` (``latency_ms`` is then ``None``).
         min_run_time: seconds of timing, at least.
+        onnx: also time the model in ONNX Runtime (``onnx_latency_ms``); needs the
+            ``onnx`` extra and ``latency=True``.
+        per_layer: also record the channel count of every layer (``channels``).
     """
     example_inputs = example_inputs.to(next(model.parameters()).device)
     return Cost(
@@ -76,4 +139,118 @@ def measure(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
         latency_ms=measure_latency(model, example_inputs, num_threads, min_run_time) if latency else None,
         batch_size=int(example_inputs.shape[0]),
         num_threads=num_threads,
+        onnx_latency_ms=(measure_onnx_latency(model, example_inputs, num_threads, min_run_time)
+                         if latency and onnx else None),
+        channels=channel_counts(model) if per_layer else None,
     )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+@dataclass
+class Comparison:
+    """A network before and after pruning.
+
+    ``ratios`` are factors ``before / after``: ``macs`` 4.0 means 4x fewer MACs,
+    ``latency`` 2.0 means twice as fast. ``layers`` lists ``(name, before, after)``
+    channel counts of every Conv/Linear layer of the original network.
+    """
+
+    before: Cost
+    after: Cost
+    ratios: dict[str, float | None]
+    layers: list[tuple[str, int, int | None]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"before": self.before.as_dict(), "after": self.after.as_dict(),
+                "ratios": dict(self.ratios),
+                "layers": [{"layer": n, "before": b, "after": a} for n, b, a in self.layers]}
+
+    def to_markdown(self, per_layer: bool = True) -> str:
+        """A summary table (and, by default, the per-layer channel table)."""
+        rows = [("MACs / sample", self.before.macs, self.after.macs, self.ratios["macs"]),
+                ("parameters", self.before.params, self.after.params, self.ratios["params"])]
+        if self.before.latency_ms is not None:
+            rows.append((f"latency ms (PyTorch, batch {self.before.batch_size}, "
+                         f"{self.before.num_threads} thread(s))", self.before.latency_ms,
+                         self.after.latency_ms, self.ratios["latency"]))
+        if self.before.onnx_latency_ms is not None:
+            rows.append((f"latency ms (ONNX Runtime, batch {self.before.batch_size})",
+                         self.before.onnx_latency_ms, self.after.onnx_latency_ms,
+                         self.ratios["onnx_latency"]))
+
+        def fmt(v: object) -> str:
+            if v is None:
+                return "-"
+            if isinstance(v, float):
+                return f"{v:.3f}"
+            return f"{v:,}"
+
+        lines = ["| metric | before | after | before / after |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {n} | {fmt(b)} | {fmt(a)} | {fmt(r)}x |" for n, b, a, r in rows]
+        if per_layer and self.layers:
+            lines += ["", "| layer | channels before | after | kept |", "| --- | ---: | ---: | ---: |"]
+            for name, b, a in self.layers:
+                kept = "-" if a is None else f"{a / b:.0%}"
+                lines.append(f"| {name} | {b} | {fmt(a)} | {kept} |")
+        return "\n".join(lines)
+
+
+def compare(before: nn.Module, after: nn.Module, example_inputs: Tensor, num_threads: int = 1,
+            latency: bool = True, onnx: bool = False, min_run_time: float = 0.5,
+            rounds: int = 3) -> Comparison:
+    """Cost of ``before`` and ``after`` (e.g. a network and its pruned copy), in one call.
+
+    Latencies are measured interleaved: ``rounds`` times each model in turn, each time
+    for ``min_run_time / rounds`` seconds at least; the median over rounds is reported,
+    so that a busy machine slows both alike.
+
+    Args:
+        before, after: the two networks (not changed).
+        example_inputs: a batch; MACs are per sample, latencies per batch.
+        num_threads: torch threads (and ONNX Runtime intra-op threads) while timing.
+        latency: time the models (eager PyTorch).
+        onnx: also time them in ONNX Runtime (exported to a temporary folder).
+        min_run_time: seconds of timing per model and runtime, at least.
+        rounds: interleaved rounds.
+    """
+    if rounds < 1:
+        raise PlPruningError(f"rounds must be >= 1, got {rounds!r}")
+    costs = [measure(m, example_inputs, num_threads, latency=False, per_layer=True)
+             for m in (before, after)]
+    if latency:
+        runners: dict[str, list[Callable[[], object]]] = {}
+        nets = [copy.deepcopy(m).eval() for m in (before, after)]
+        xs = [example_inputs.to(next(n.parameters()).device) for n in nets]
+
+        def eager(net: nn.Module, x: Tensor) -> Callable[[], object]:
+            def run() -> object:
+                with torch.no_grad():
+                    return net(x)
+            return run
+
+        runners["latency_ms"] = [eager(n, x) for n, x in zip(nets, xs, strict=True)]
+        with tempfile.TemporaryDirectory() as tmp:
+            if onnx:
+                runners["onnx_latency_ms"] = [_onnx_runner(n, example_inputs, num_threads, Path(tmp))
+                                              for n in nets]
+            samples: dict[str, list[list[float]]] = {k: [[], []] for k in runners}
+            for fns in runners.values():
+                for fn in fns:
+                    fn()  # warm-up
+            for _ in range(rounds):
+                for key, fns in runners.items():
+                    for i, fn in enumerate(fns):
+                        samples[key][i].append(_time(fn, num_threads, min_run_time / rounds))
+        for key, per_model in samples.items():
+            for cost, times in zip(costs, per_model, strict=True):
+                setattr(cost, key, statistics.median(times) * 1e3)
+    b, a = costs
+    after_channels = a.channels or {}
+    layers = [(n, c, after_channels.get(n)) for n, c in (b.channels or {}).items()]
+    ratios = {"macs": _ratio(b.macs, a.macs), "params": _ratio(b.params, a.params),
+              "latency": _ratio(b.latency_ms, a.latency_ms),
+              "onnx_latency": _ratio(b.onnx_latency_ms, a.onnx_latency_ms)}
+    return Comparison(before=b, after=a, ratios=ratios, layers=layers)

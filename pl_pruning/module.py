@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from pl_pruning.errors import PlPruningError, choice_error
 from pl_pruning.models import build_model, model_spec
+from pl_pruning.pruned_checkpoint import restore_pruned_shapes
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step", "none")
@@ -90,6 +91,24 @@ class ImageClassifier(L.LightningModule):
         self.log("test_loss", F.cross_entropy(logits, y), sync_dist=True)
         self.test_acc(logits, y)
         self.log("test_acc", self.test_acc)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resize the layers to a pruned checkpoint's shapes before its weights load.
+
+        ``load_from_checkpoint`` and ``Trainer.fit/validate/test(ckpt_path=...)`` build
+        the original, unpruned network from ``hparams["net"]``; Lightning then calls this
+        hook before ``load_state_dict`` (and, for single-device and DDP strategies, before
+        the model is wrapped and its optimizers are built), so the shapes are adapted from
+        the state dict here. A LightningModule of your own does the same with one line::
+
+            from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+
+            def on_load_checkpoint(self, checkpoint):
+                restore_pruned_shapes(self, checkpoint["state_dict"])
+
+        See :mod:`pl_pruning.pruned_checkpoint` for why shapes come from the state dict.
+        """
+        restore_pruned_shapes(self, checkpoint["state_dict"])
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

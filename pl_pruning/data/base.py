@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pl_pruning.errors import PlPruningError
 
@@ -48,6 +49,28 @@ def check_fraction(name: str, value: float) -> None:
         raise PlPruningError(f"{name} must be in (0, 1), got {value!r}")
 
 
+class EpochSeededSampler(Sampler[int]):
+    """A shuffling sampler whose order depends only on ``seed`` and the epoch.
+
+    Lightning calls ``set_epoch`` before every training epoch, so a run resumed from a
+    checkpoint sees the same batches as one that was never interrupted (a plain
+    ``shuffle=True`` draws from the global generator, whose state is not checkpointed).
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class ClassificationDataModule(L.LightningDataModule):
     """Train / validation / test loaders over datasets that subclasses set in ``setup``.
 
@@ -78,7 +101,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+        sampler = EpochSeededSampler(len(dataset), self.seed) if shuffle else None
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

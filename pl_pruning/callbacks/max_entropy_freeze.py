@@ -1,0 +1,170 @@
+"""MaxEntropyFreeze: keep the most informative filters of each layer fixed while the rest adapt."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from pl_pruning.callbacks.lookup import find_callback
+from pl_pruning.errors import PlPruningError
+from pl_pruning.layers import following_batchnorms
+
+
+class MaxEntropyFreeze(Callback):
+    r"""Keep the top ``fraction`` highest-entropy filters of every layer bit-identical
+    during fine-tuning (the 2PFPCE "maximum-entropy freeze", against over-fitting).
+
+    A frozen filter's convolution weights and bias and the affine weight and bias of the
+    BatchNorm that directly follows the convolution are saved when an epoch starts and
+    written back after every optimizer step, so they stay bit-identical whatever the
+    optimizer does (momentum, weight decay and Adam all move a parameter whose gradient
+    is zero; masking gradients alone is not enough). Their gradients are zeroed too, so
+    that optimizer state does not build up for them. BatchNorm running statistics are
+    not parameters and keep updating.
+
+    When to freeze:
+
+    * with a :class:`~pl_pruning.PhaseController` among the callbacks: in fine-tuning
+      epochs only (after each surgery and in the final fine-tune), never while the
+      baseline is being measured. The frozen sets are recomputed after every surgery and
+      rollback from the controller's scores of the surviving filters.
+    * on its own: in every training epoch once statistics exist (after the first real
+      validation epoch), recomputed from fresh statistics at each epoch start.
+
+    Scores come from :class:`~pl_pruning.EntropyStatistics` (criterion ``"entropy"``).
+
+    Args:
+        fraction: share of each layer's filters to freeze, in ``[0, 1)``; ``ceil`` of
+            ``fraction * filters`` per layer, at most all but one filter.
+        criterion: score that ranks the filters (``"entropy"``, the paper's choice).
+        enabled: switch the freeze off without removing it from a config.
+
+    Raises:
+        PlPruningError: ``fraction`` outside ``[0, 1)``; at setup, no EntropyStatistics
+            among the callbacks, or a module without ``example_input_array``.
+
+    Example::
+
+        stats = EntropyStatistics()
+        trainer = Trainer(callbacks=[stats, PhaseController(), MaxEntropyFreeze(fraction=0.1)])
+    """
+
+    def __init__(self, fraction: float = 0.1, criterion: str = "entropy", enabled: bool = True) -> None:
+        if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise PlPruningError(f"fraction must be in [0, 1), got {fraction!r}")
+        self.fraction = float(fraction)
+        self.criterion = criterion
+        self.enabled = enabled
+        self.frozen: dict[str, Tensor] = {}
+        self._saved: list[tuple[nn.Parameter, Tensor, Tensor]] = []
+        self._bn_of: dict[str, str] = {}
+        self._stats: Any = None
+        self._controller: Any = None
+        self._active = False
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not self.enabled:
+            return
+        from pl_pruning.callbacks.entropy_statistics import EntropyStatistics
+        from pl_pruning.callbacks.phase_controller import PhaseController
+
+        self._stats = find_callback(trainer, EntropyStatistics)
+        if self._stats is None:
+            raise PlPruningError("MaxEntropyFreeze needs an EntropyStatistics callback among the "
+                                 "Trainer's callbacks (it ranks filters by their entropy)")
+        self._controller = find_callback(trainer, PhaseController)
+        if self._controller is not None:
+            self._controller.track_criterion(self.criterion)
+        example = getattr(pl_module, "example_input_array", None)
+        if not isinstance(example, Tensor):
+            raise PlPruningError("MaxEntropyFreeze needs pl_module.example_input_array (a Tensor) "
+                                 "to find the BatchNorm after each convolution")
+        self._bn_of = following_batchnorms(pl_module, example)
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved = []
+        self._active = self.enabled and self.fraction > 0 and self._should_freeze()
+        if not self._active:
+            self.frozen = {}
+            return
+        scores = self._scores()
+        if not scores:
+            self._active = False
+            self.frozen = {}
+            return
+        self.frozen = self._top_filters(scores)
+        modules = dict(pl_module.named_modules())
+        for layer, idx in self.frozen.items():
+            conv = modules[layer]
+            targets: list[nn.Module] = [conv]
+            bn_name = self._bn_of.get(layer)
+            if bn_name is not None and modules[bn_name].num_features == conv.out_channels:
+                targets.append(modules[bn_name])
+            for module in targets:
+                for pname in ("weight", "bias"):
+                    p = getattr(module, pname, None)
+                    if isinstance(p, nn.Parameter):
+                        i = idx.to(p.device)
+                        self._saved.append((p, i, p.detach()[i].clone()))
+        rank_zero_info(f"[MaxEntropyFreeze] freezing {sum(len(i) for i in self.frozen.values())} "
+                       f"filters in {len(self.frozen)} layers")
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        for p, idx, _ in self._saved:
+            if p.grad is not None:
+                p.grad[idx] = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self._restore()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+        self._saved = []
+
+    # ------------------------------------------------------------------ helpers
+
+    def _restore(self) -> None:
+        with torch.no_grad():
+            for p, idx, values in self._saved:
+                p[idx] = values
+
+    def _should_freeze(self) -> bool:
+        if self._controller is not None:
+            return bool(self._controller.is_finetuning)
+        return self._stats is not None and self._stats.has_statistics
+
+    def _scores(self) -> dict[str, Tensor]:
+        if self._controller is not None:
+            return self._controller.current_scores(self.criterion)
+        return self._stats.scores(self.criterion)
+
+    def _top_filters(self, scores: dict[str, Tensor]) -> dict[str, Tensor]:
+        frozen = {}
+        for layer, s in scores.items():
+            n = s.numel()
+            k = min(n - 1, math.ceil(self.fraction * n))
+            if k <= 0:
+                continue
+            s = torch.nan_to_num(s.float(), nan=-math.inf)
+            frozen[layer] = torch.sort(torch.topk(s, k).indices).values
+        return frozen
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "criterion": self.criterion, "enabled": self.enabled}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.fraction = state_dict.get("fraction", self.fraction)
+        self.criterion = state_dict.get("criterion", self.criterion)
+        self.enabled = state_dict.get("enabled", self.enabled)

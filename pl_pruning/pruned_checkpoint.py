@@ -1,0 +1,236 @@
+"""Checkpoints of pruned networks that load back into the original, unpruned classes.
+
+**The choice: shapes are adapted from the state dict, not replayed from a history.**
+A pruned state dict already says everything needed: the shape of every weight. Before
+the weights load, :func:`restore_pruned_shapes` resizes the layers of a freshly built,
+unpruned model (Conv, BatchNorm, Linear, GroupNorm, LayerNorm, PReLU, and any other
+parameter or buffer) to the shapes in the state dict; ``load_state_dict`` then fills
+them. Compared with recording the pruning history and replaying it:
+
+* nothing extra has to be saved or kept in sync: checkpoints written by Lightning's
+  ``ModelCheckpoint``, by a rollback to an earlier network, or by hand all work;
+* it needs no example input and no dependency-graph trace at load time;
+* it works for any network whose ``forward`` reads its sizes from its layers (true of
+  Conv/BN/Linear stacks, residual networks and torchvision's models). A network that
+  hard-codes a channel count in ``forward`` (a ``view(-1, 512)``) loads but does not
+  run; replaying a history would not save it either.
+
+Depthwise convolutions stay depthwise (``groups`` follows the channel count); other
+grouped convolutions keep their ``groups``. A bias that bias compensation created on a
+layer built without one is created again.
+
+For Lightning: ``ImageClassifier.on_load_checkpoint`` calls
+:func:`restore_pruned_shapes`, so ``Trainer.fit/validate/test(ckpt_path=...)`` and
+``ImageClassifier.load_from_checkpoint(path)`` accept checkpoints of pruned models.
+Your own LightningModule does the same with one call::
+
+    from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+
+    def on_load_checkpoint(self, checkpoint):
+        restore_pruned_shapes(self, checkpoint["state_dict"])
+
+Lightning calls this hook before ``load_state_dict`` and, for single-device and DDP
+strategies, before the strategy wraps the model and builds the optimizers (see
+``_CheckpointConnector.restore_model`` and ``Trainer._run``). Strategies that restore
+after setup (FSDP, DeepSpeed, ModelParallel) are not supported.
+
+For plain PyTorch: :func:`save_pruned` / :func:`load_pruned`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pl_pruning.errors import PlPruningError
+from pl_pruning.models import build_model, model_spec
+
+FORMAT = "pl_pruning.pruned"
+VERSION = 1
+
+__all__ = ["load_pruned", "restore_pruned_shapes", "save_pruned"]
+
+_NORMS = (nn.modules.batchnorm._NormBase,)
+
+
+def _empty_like(old: Tensor | None, shape: torch.Size, like: Tensor) -> Tensor:
+    ref = old if old is not None else like
+    return torch.empty(shape, dtype=ref.dtype, device=ref.device)
+
+
+def _param(old: nn.Parameter | None, shape: torch.Size, like: Tensor) -> nn.Parameter:
+    requires_grad = old.requires_grad if old is not None else True
+    return nn.Parameter(_empty_like(old, shape, like), requires_grad=requires_grad)
+
+
+def _plan_module(name: str, m: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Any] | None:
+    """Attributes and tensors to set on ``m`` so it matches ``state``; ``None`` if it does."""
+    prefix = f"{name}." if name else ""
+    new: dict[str, Any] = {}
+    for key, old in [*m._parameters.items(), *m._buffers.items()]:
+        full = prefix + key
+        if full not in state:
+            continue
+        target = state[full]
+        if not isinstance(target, Tensor):
+            continue
+        if old is None:
+            if key in m._parameters:  # a bias created by bias compensation
+                new[key] = _param(None, target.shape, m.weight if "weight" in m._parameters else target)
+            continue
+        if old.shape == target.shape:
+            continue
+        if old.dim() != target.dim():
+            raise PlPruningError(f"{full!r}: the checkpoint has shape {tuple(target.shape)}, the model "
+                                 f"{tuple(old.shape)}; pruning changes sizes, not the number of dims")
+        new[key] = (_param(old, target.shape, old) if key in m._parameters
+                    else _empty_like(old, target.shape, old))
+    if not new:
+        return None
+    attrs: dict[str, Any] = {}
+    if isinstance(m, nn.modules.conv._ConvNd):
+        w = new.get("weight", m.weight)
+        if m.transposed:  # weight: (in, out / groups, *kernel)
+            in_c, out_c, groups = w.shape[0], w.shape[1] * m.groups, m.groups
+        elif m.groups > 1 and m.groups == m.in_channels == m.out_channels:
+            if w.shape[1] != 1:
+                raise PlPruningError(f"{name!r} is depthwise in the model but not in the checkpoint "
+                                     f"(weight {tuple(w.shape)})")
+            out_c = in_c = groups = w.shape[0]  # depthwise stays depthwise
+        else:  # weight: (out, in / groups, *kernel)
+            out_c, groups = w.shape[0], m.groups
+            in_c = w.shape[1] * groups
+            if out_c % groups:
+                raise PlPruningError(f"{name!r}: {out_c} output channels do not split into "
+                                     f"groups={groups}")
+        attrs.update(out_channels=out_c, in_channels=in_c, groups=groups)
+    elif isinstance(m, nn.Linear):
+        w = new.get("weight", m.weight)
+        attrs.update(out_features=w.shape[0], in_features=w.shape[1])
+    elif isinstance(m, _NORMS):
+        ref = new.get("weight", new.get("running_mean"))
+        if ref is not None:
+            attrs["num_features"] = ref.shape[0]
+    elif isinstance(m, nn.GroupNorm) and "weight" in new:
+        attrs["num_channels"] = new["weight"].shape[0]
+    elif isinstance(m, nn.LayerNorm) and "weight" in new:
+        attrs["normalized_shape"] = tuple(new["weight"].shape)
+    elif isinstance(m, nn.PReLU) and "weight" in new:
+        attrs["num_parameters"] = new["weight"].shape[0]
+    return {"tensors": new, "attrs": attrs}
+
+
+def restore_pruned_shapes(module: nn.Module, state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Resize ``module``'s layers to the shapes in ``state_dict``, before it loads.
+
+    Args:
+        module: a model built unpruned (a network, or a LightningModule: then the keys
+            start with ``net.`` as in its own state dict).
+        state_dict: the (pruned) state dict about to be loaded.
+
+    Returns:
+        The names of the modules that were resized (empty for an unpruned checkpoint).
+        Their new tensors are uninitialised until ``load_state_dict`` fills them.
+
+    Raises:
+        PlPruningError: a tensor whose number of dimensions differs, or a conv whose
+            channel counts do not fit its groups. Nothing is changed then.
+    """
+    plans = []
+    for name, m in module.named_modules():
+        plan = _plan_module(name, m, state_dict)
+        if plan is not None:
+            plans.append((name, m, plan))
+    for _, m, plan in plans:  # everything checked above: now change
+        for key, tensor in plan["tensors"].items():
+            if key in m._parameters:
+                m._parameters[key] = tensor
+            else:
+                m._buffers[key] = tensor
+        for attr, value in plan["attrs"].items():
+            setattr(m, attr, value)
+    return [name for name, _, _ in plans]
+
+
+def save_pruned(model: nn.Module, path: str | Path) -> Path:
+    """Save a (pruned) network so that :func:`load_pruned` rebuilds it without its code.
+
+    The file holds the state dict and, for networks built by
+    :func:`pl_pruning.build_model`, the arguments that built them (a LightningModule
+    whose network is at ``.net`` records the network's). Channel counts are in the
+    weights' shapes; no pruning history is needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec, prefix = model_spec(model), ""
+    if spec is None and isinstance(getattr(model, "net", None), nn.Module):
+        spec, prefix = model_spec(model.net), "net."
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "version": VERSION, "spec": spec, "prefix": prefix,
+                "state_dict": state}, path)
+    return path
+
+
+def _read(path: Path, weights_only: bool) -> tuple[dict[str, Tensor], dict | None, str]:
+    if not path.is_file():
+        raise PlPruningError(f"pruned checkpoint {str(path)!r} is not a file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:
+        raise PlPruningError(f"{str(path)!r} is not a readable PyTorch checkpoint "
+                             f"(weights_only={weights_only}): {err}") from err
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        return blob["state_dict"], blob.get("spec"), blob.get("prefix", "")
+    if isinstance(blob, dict) and "state_dict" in blob:  # a Lightning checkpoint
+        hp = blob.get("hyper_parameters") or {}
+        spec = hp.get("net") if isinstance(hp.get("net"), Mapping) else None
+        return blob["state_dict"], (dict(spec) if spec else None), "net."
+    if isinstance(blob, dict) and all(isinstance(v, Tensor) for v in blob.values()):
+        return blob, None, ""
+    raise PlPruningError(f"{str(path)!r} holds neither a pruned checkpoint, a Lightning checkpoint "
+                         "nor a state dict")
+
+
+def load_pruned(path: str | Path, model: nn.Module | None = None, *, strict: bool = True,
+                weights_only: bool = True) -> nn.Module:
+    """Load a checkpoint of a pruned network into an unpruned model of its class.
+
+    Args:
+        path: a file of :func:`save_pruned`, a Lightning checkpoint of
+            ``ImageClassifier`` or a plain state dict.
+        model: the model to load into, built unpruned (your own class, or a
+            LightningModule for a checkpoint of one). When omitted, the network is
+            rebuilt with :func:`pl_pruning.build_model` from the arguments saved in the
+            file, and the bare network is returned.
+        strict: passed to ``load_state_dict``.
+        weights_only: ``torch.load``'s safe mode; Lightning checkpoints with custom
+            objects in their hyper-parameters may need ``False`` (trusted files only).
+
+    Returns:
+        ``model`` (or the rebuilt network), resized and loaded, in eval mode.
+
+    Raises:
+        PlPruningError: an unreadable file, no ``model`` and no saved build arguments,
+            or weights that do not fit the model.
+    """
+    path = Path(path).expanduser()
+    state, spec, prefix = _read(path, weights_only)
+    if model is None:
+        if spec is None:
+            raise PlPruningError(f"{str(path)!r} records no build arguments (the network was not "
+                                 "built by pl_pruning.build_model); pass model=<an unpruned instance>")
+        model = build_model(**spec)
+        if prefix:
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    elif prefix and not any(k.startswith(prefix) for k in model.state_dict()):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    restore_pruned_shapes(model, state)
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        raise PlPruningError(f"{str(path)!r} does not fit {type(model).__name__}: {err}") from err
+    return model.eval()

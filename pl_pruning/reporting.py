@@ -1,0 +1,105 @@
+"""The pruning report: JSON, a markdown table and two PNG plots (path and channels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """Every step of the run as a markdown table, with a summary line on top."""
+    lines = [f"# Pruning report ({report['criterion']}, phases {', '.join(report['phases'])}, "
+             f"max_drop {report['max_drop']})", ""]
+    if "final" in report:
+        base, final = report["baseline"], report["final"]
+        lines += [f"{report['monitor']}: {_fmt(base['metric'], '.4f')} -> {_fmt(final['metric'], '.4f')}; "
+                  f"MACs {base['macs'] / 1e6:.3f} M -> {final['macs'] / 1e6:.3f} M "
+                  f"({report['macs_reduction']:.2f}x fewer); params {base['params'] / 1e6:.4f} M -> "
+                  f"{final['params'] / 1e6:.4f} M ({report['params_reduction']:.2f}x fewer)", ""]
+    lines += ["| # | phase | layer | step | metric | drop | MACs (M) | params (M) | removed | decision |",
+              "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for i, e in enumerate(report["history"]):
+        decision = "accepted" if e.get("accepted") else "rolled back"
+        lines.append(f"| {i} | {e['phase']} | {e.get('layer') or ''} | {_fmt(e.get('step'), '.3f')} | "
+                     f"{_fmt(e.get('metric'), '.4f')} | {_fmt(e.get('drop'), '+.4f')} | "
+                     f"{e['macs'] / 1e6:.3f} | {e['params'] / 1e6:.4f} | {e.get('removed', 0)} | {decision} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_path(report: dict[str, Any], path: Path) -> None:
+    """Monitored metric against MACs along the pruning path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    hist = [e for e in report["history"] if e.get("metric") is not None]
+    accepted = [e for e in hist if e.get("accepted")]
+    colors = {"baseline": "black", "global": "tab:blue", "layerwise": "tab:orange", "final": "tab:green"}
+    ax.plot([e["macs"] / 1e6 for e in accepted], [e["metric"] for e in accepted], "-", color="grey", lw=1,
+            zorder=1, label="accepted path")
+    for phase, color in colors.items():
+        for ok, marker in ((True, "o"), (False, "x")):
+            pts = [e for e in hist if e["phase"] == phase and bool(e.get("accepted")) == ok]
+            if pts:
+                ax.scatter([e["macs"] / 1e6 for e in pts], [e["metric"] for e in pts], color=color,
+                           marker=marker, zorder=2,
+                           label=f"{phase}{'' if ok else ' (rolled back)'}")
+    base = report["baseline"]["metric"]
+    if base is not None:
+        sign = -1 if report.get("mode", "max") == "max" else 1
+        ax.axhline(base + sign * report["max_drop"], color="red", ls="--", lw=1, label="max_drop bound")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("MACs per sample (M, log scale; pruning goes right)")
+    ax.set_ylabel(report["monitor"])
+    ax.set_title("Pruning path")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_channels(report: dict[str, Any], path: Path) -> None:
+    """Remaining output channels per convolution, before and after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    before, after = report["channels"]["before"], report["channels"]["after"]
+    names = list(before)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names) + 2), 4.2))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [before[n] for n in names], width=0.4, label="before", color="lightgrey")
+    ax.bar([i + 0.2 for i in x], [after.get(n, 0) for n in names], width=0.4, label="after", color="tab:blue")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([n.removeprefix("net.") for n in names], rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("output channels")
+    ax.set_title("Channels per convolution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_pruning_report(report: dict[str, Any], folder: Path) -> list[Path]:
+    """Write ``pruning_report.json``, ``pruning_report.md``, ``pruning_path.png`` and
+    ``pruning_channels.png`` into ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "pruning_report.json", folder / "pruning_report.md"]
+    paths[0].write_text(json.dumps(report, indent=2, default=float))
+    paths[1].write_text(markdown_table(report))
+    plot_path(report, folder / "pruning_path.png")
+    paths.append(folder / "pruning_path.png")
+    if report.get("channels"):
+        plot_channels(report, folder / "pruning_channels.png")
+        paths.append(folder / "pruning_channels.png")
+    return paths
