@@ -90,8 +90,10 @@ def _prune(cfg: DictConfig, classifier: ImageClassifier, datamodule: L.Lightning
 
     pruning = cfg.pruning
     callbacks = _instantiate_all(pruning.callbacks)
+    # The latest epoch (with the controller's state) for resuming; "best" means nothing
+    # across architectures, so nothing is ranked.
     callbacks += [ModelCheckpoint(dirpath=out_dir / "pruning_checkpoints", save_last=True,
-                                  save_top_k=0, monitor=None)]
+                                  save_top_k=1, monitor=None)]
     callbacks += [c for c in _instantiate_all(cfg.get("callbacks")) if not isinstance(c, ModelCheckpoint)]
     # Fine-tuning has its own learning rate; the schedule is rebuilt after every surgery.
     classifier.hparams.lr = pruning.finetune_lr

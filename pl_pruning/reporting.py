@@ -55,9 +55,8 @@ def plot_path(report: dict[str, Any], path: Path) -> None:
     if base is not None:
         sign = -1 if report.get("mode", "max") == "max" else 1
         ax.axhline(base + sign * report["max_drop"], color="red", ls="--", lw=1, label="max_drop bound")
-    ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("MACs per sample (M, log scale; pruning goes right)")
+    ax.set_xlabel("MACs per sample (M; pruning goes right)")
     ax.set_ylabel(report["monitor"])
     ax.set_title("Pruning path")
     ax.grid(alpha=0.3)
