@@ -123,7 +123,9 @@ class Recorder(L.Callback):
             fn = self.transform.get(layer)
             if fn is not None:
                 x = fn(x)
-            self.pooled[layer].append(x.mean((2, 3)).numpy().copy())
+            # the documented pooling: float32 sum over H x W divided by H * W
+            self.pooled[layer].append((x.sum((2, 3), dtype=torch.float32) / (x.shape[2] * x.shape[3]))
+                                      .numpy().copy())
             arr = x.numpy()
             z = (arr == 0).sum(axis=(0, 2, 3))
             self.zeros[layer] = self.zeros.get(layer, 0) + z
@@ -229,6 +231,7 @@ def run_ddp(out_dir: str) -> None:
     t = trainer(collectors, strategy="ddp", devices=2)
     t.validate(ddp_model(), ddp_data(DDP_BATCH_PER_RANK), verbose=False)
     result = {"rank": t.global_rank, "world_size": t.world_size,
+              "num_val_batches": list(t.num_val_batches),
               "has_statistics": [c.has_statistics for c in collectors],
               "stats": [collected(c) for c in collectors],
               "scores": [c.scores("conditional_entropy") for c in collectors]}

@@ -18,21 +18,31 @@ def batch(n: int = 4, c: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor
     return torch.randn(n, c, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def randomise_batchnorms(model: nn.Module, seed: int = 0) -> None:
-    """Trained-looking BatchNorm statistics, so that nothing is zero by accident."""
+def randomise_batchnorms(model: nn.Module, x: torch.Tensor, seed: int = 0) -> None:
+    """Trained-looking BatchNorms: random affine parameters, running statistics measured
+    on ``x`` (so activations stay of order one through deep networks)."""
     gen = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             n = m.num_features
-            m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-            m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
             m.weight.data.copy_(0.5 + torch.rand(n, generator=gen))
             m.bias.data.copy_(0.2 * torch.randn(n, generator=gen))
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    model.eval()
 
 
 def tapped_means(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Our own collector: for every conv followed (in its container) by a BatchNorm and an
-    activation module, the activation's output averaged over samples and H x W."""
+    activation module, the activation's output averaged over samples and H x W. An
+    activation module called twice (torchvision's BasicBlock reuses ``relu``) is read at
+    its first call, the one right after that BatchNorm."""
     taps, hooks, means = {}, [], {}
     for parent_name, parent in model.named_modules():
         children = list(parent.named_children())
@@ -40,14 +50,27 @@ def tapped_means(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
             if (isinstance(child, nn.Conv2d) and isinstance(children[i + 1][1], nn.BatchNorm2d)
                     and isinstance(children[i + 2][1], ACTIVATIONS)):
                 taps[children[i + 2][1]] = f"{parent_name}.{name}".lstrip(".")
+    def record(conv: str, out: torch.Tensor) -> None:
+        if conv not in means:
+            means[conv] = out.mean(dim=(0, 2, 3)).detach()
+
     for act, conv in taps.items():
-        hooks.append(act.register_forward_hook(
-            lambda m, i, o, conv=conv: means.__setitem__(conv, o.mean(dim=(0, 2, 3)).detach())))
+        hooks.append(act.register_forward_hook(lambda m, i, o, conv=conv: record(conv, o)))
     with torch.no_grad():
         model.eval()(x)
     for h in hooks:
         h.remove()
     return means
+
+
+def scale_outputs_to_one(model: nn.Module, x: torch.Tensor) -> None:
+    """Deep random networks give logits in the hundreds; float32 then cannot show 1e-5.
+    Scale the classifier so that the logits are of order one."""
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        scale = model(x).abs().max()
+        head.weight /= scale
+        head.bias /= scale
 
 
 def make_constant(model: nn.Module, group, idxs: list[int], value: float) -> None:
@@ -71,8 +94,8 @@ def make_constant(model: nn.Module, group, idxs: list[int], value: float) -> Non
 def test_dead_filters_removed_leave_outputs_unchanged(name):
     torch.manual_seed(0)
     model = build_model(name).eval()
-    randomise_batchnorms(model)
     x = batch()
+    randomise_batchnorms(model, x)
     groups = pruning_groups(model, x)
     plan = {}
     gen = torch.Generator().manual_seed(3)
@@ -80,20 +103,27 @@ def test_dead_filters_removed_leave_outputs_unchanged(name):
         idxs = torch.randperm(g.channels, generator=gen)[: max(1, g.channels // 4)].tolist()
         make_constant(model, g, idxs, 0.0)
         plan[g.root] = idxs
+    scale_outputs_to_one(model, x)
     y = model(x)
+    assert y.std(dim=0).max() > 1e-2  # the outputs depend on the input: a live network
     means = tapped_means(model, x)
     assert means
+    # the test can fail: removing a live filter of the same layers changes the outputs
+    live = copy.deepcopy(model)
+    root, dead = next(iter(plan.items()))
+    prune_filters(live, {root: [next(i for i in range(64) if i not in dead)]}, x)
+    assert (live(x) - y).abs().max() > 1e-4
+
     result = prune_filters(model, plan, x, channel_means=means)
     assert result.filters_removed > 0
     torch.testing.assert_close(model(x), y, rtol=0, atol=1e-5)
-    assert y.abs().max() > 1e-3  # the outputs are not trivially zero
 
 
 def _last_conv_constant_vgg():
     torch.manual_seed(0)
     model = build_model("vgg16").eval()
-    randomise_batchnorms(model)
     x = batch()
+    randomise_batchnorms(model, x)
     last = next(g for g in pruning_groups(model, x) if g.root == "features.40")
     make_constant(model, last, [3, 7, 100], 0.8)  # ReLU(0.8) = 0.8: alive, but constant
     return model, x
@@ -131,14 +161,16 @@ def test_depthwise_channel_compensated_through_batchnorm_running_mean():
     followed by a BatchNorm: the running mean absorbs it, exactly."""
     torch.manual_seed(0)
     model = build_model("torchvision.mobilenet_v2").eval()
-    randomise_batchnorms(model)
     x = batch()
+    randomise_batchnorms(model, x)
     group = next(g for g in pruning_groups(model, x) if "features.5.conv.1.0" in g.convs)
     assert group.convs == ("features.5.conv.0.0", "features.5.conv.1.0")
     make_constant(model, group, [2, 11], 0.0)
     with torch.no_grad():  # the depthwise BN gives a constant 0.5; ReLU6 keeps it
         model.features[5].conv[1][1].bias[[2, 11]] = 0.5
-    y = model(x)
+    # compared on the features (at 32x32 a random MobileNetV2's logits barely depend on them)
+    features = lambda net: net.features[:8](x)  # noqa: E731
+    y = features(model)
     means = tapped_means(model, x)
     torch.testing.assert_close(means["features.5.conv.1.0"][[2, 11]], torch.full((2,), 0.5))
     bn = model.features[5].conv[3]
@@ -149,8 +181,8 @@ def test_depthwise_channel_compensated_through_batchnorm_running_mean():
     assert result.removed["features.5.conv.0.0"] == [2, 11]  # the expansion goes too
     assert result.compensated == ["features.5.conv.2"]
     assert not torch.equal(bn.running_mean, rm_before)
-    assert (plain(x) - y).abs().max() > 1e-3
-    torch.testing.assert_close(model(x), y, rtol=0, atol=1e-5)
+    assert (features(plain) - y).abs().max() > 1e-2
+    torch.testing.assert_close(features(model), y, rtol=0, atol=1e-5)
 
 
 class FlattenNet(nn.Module):
@@ -177,8 +209,8 @@ class FlattenNet(nn.Module):
 def test_new_bias_and_flatten_columns():
     torch.manual_seed(0)
     net = FlattenNet().eval()
-    randomise_batchnorms(net)
     x = batch(c=3, size=4)
+    randomise_batchnorms(net, x)
     with torch.no_grad():
         net.conv1.weight[[2, 5]] = 0.0  # constant after BN + ReLU, non-zero
         net.bn1.bias[[2, 5]] = 0.4
@@ -196,26 +228,36 @@ def test_new_bias_and_flatten_columns():
     torch.testing.assert_close(net(x), y, rtol=0, atol=1e-5)
 
 
-def test_residual_stream_compensation_is_approximate_but_helps():
-    """Constant channels on ResNet-56's first residual stream: the consumers are 3x3
-    convolutions with zero padding, so compensation is approximate at the borders; it
-    still brings the outputs much closer than plain removal."""
+def test_residual_stream_consumers_are_left_alone_and_padding_borders_are_approximate():
+    """ResNet-56's first residual stream made constant (0.5) in two channels. The first
+    block's conv1 reads the stem's ReLU directly: compensated (through its BatchNorm's
+    running mean), exactly inside the image and approximately at the zero-padded border.
+    Later blocks read the stream after additions: not compensated, and reported so."""
     torch.manual_seed(0)
     model = build_model("resnet56").eval()
-    randomise_batchnorms(model)
     x = batch()
+    randomise_batchnorms(model, x)
     stream = next(g for g in pruning_groups(model, x) if g.root == "conv1")
     make_constant(model, stream, [4, 9], 0.0)
     with torch.no_grad():
-        model.bn1.bias[[4, 9]] = 0.5  # the stem: constant 0.5, carried by the identities
-    y = model(x)
-    # our BasicBlock runs relu2 after the addition: conv2's tap is the stream itself
+        model.bn1.bias[[4, 9]] = 0.5  # the stem gives 0.5; the identities carry it on
+
+    def first_block_bn1(net: nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            stem = net.relu(net.bn1(net.conv1(x)))
+            return net.layer1[0].bn1(net.layer1[0].conv1(stem))
+
+    reference = first_block_bn1(model)
     means = tapped_means(model, x)
-    assert "layer1.8.conv2" in means and "conv1" in means
+    torch.testing.assert_close(means["conv1"][[4, 9]], torch.full((2,), 0.5))
     plain = copy.deepcopy(model)
     prune_filters(plain, {"conv1": [4, 9]}, x)
     result = prune_filters(model, {"conv1": [4, 9]}, x, channel_means=means)
-    assert "layer1.0.conv1" in result.compensated and "layer2.0.shortcut.0" in result.compensated
-    err_plain = (plain(x) - y).abs().max()
-    err_comp = (model(x) - y).abs().max()
-    assert err_comp < 0.5 * err_plain, (err_comp, err_plain)
+    assert "layer1.0.conv1" in result.compensated
+    for consumer in ("layer1.1.conv1", "layer1.8.conv1", "layer2.0.conv1", "layer2.0.shortcut.0"):
+        assert "residual stream" in result.uncompensated[consumer]
+    got, without = first_block_bn1(model), first_block_bn1(plain)
+    inside = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    torch.testing.assert_close(got[inside], reference[inside], rtol=0, atol=1e-5)
+    assert (without[inside] - reference[inside]).abs().max() > 1e-2
+    assert (got - reference).abs().max() > 1e-3  # the border: approximate, as documented

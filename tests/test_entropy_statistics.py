@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch_pruning as tp
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stats_helpers import (  # noqa: E402

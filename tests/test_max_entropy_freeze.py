@@ -5,9 +5,9 @@ import copy
 import lightning as L
 import pytest
 import torch
+from pruning_helpers import trained_digits_classifier, trainer
 
 from pl_pruning import EntropyStatistics, MaxEntropyFreeze, PlPruningError
-from pruning_helpers import trained_digits_classifier, trainer
 
 
 class Recorder(L.Callback):

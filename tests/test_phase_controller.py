@@ -6,10 +6,10 @@ import json
 import lightning as L
 import pytest
 import torch
+from pruning_helpers import trained_digits_classifier, trainer
 from torch import nn
 
 from pl_pruning import EntropyStatistics, MaxEntropyFreeze, PhaseController, PlPruningError
-from pruning_helpers import trained_digits_classifier, trainer
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import copy
 import lightning as L
 import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
+from pruning_helpers import trained_digits_classifier, trainer
 from torch import nn
 
 from pl_pruning import EntropyStatistics, ImageClassifier, MaxEntropyFreeze, PhaseController
-from pruning_helpers import trained_digits_classifier, trainer
 
 
 class Crash(L.Callback):

@@ -37,6 +37,7 @@ def test_two_ddp_ranks_match_one_process(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["num_val_batches"] for r in ranks] == [[4], [4]]  # each rank: half of 128 / 16
 
     collectors = ddp_collectors()
     trainer(collectors).validate(ddp_model(), ddp_data(2 * DDP_BATCH_PER_RANK), verbose=False)
@@ -45,7 +46,7 @@ def test_two_ddp_ranks_match_one_process(tmp_path):
 
     for rank in ranks:
         assert rank["has_statistics"] == [True, True]
-        for got, want in zip(rank["stats"], single):
+        for got, want in zip(rank["stats"], single, strict=True):
             assert list(got) == list(want)
             for layer in want:
                 g, w = got[layer], want[layer]
@@ -54,7 +55,7 @@ def test_two_ddp_ranks_match_one_process(tmp_path):
                 assert torch.equal(g["zeros"], w["zeros"]) and torch.equal(g["elements"], w["elements"])
                 assert torch.equal(g["low"], w["low"]) and torch.equal(g["high"], w["high"])
                 torch.testing.assert_close(g["activation_sum"], w["activation_sum"], rtol=1e-9, atol=1e-9)
-        for got, want in zip(rank["scores"], single_scores):
+        for got, want in zip(rank["scores"], single_scores, strict=True):
             for layer in want:
                 torch.testing.assert_close(got[layer], want[layer])
     # every sample counted exactly once over the two ranks

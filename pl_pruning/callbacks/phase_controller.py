@@ -15,7 +15,12 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from pl_pruning.callbacks.lookup import find_callback
-from pl_pruning.criteria import DEFAULT_CRITERION, NORMALIZATIONS, get_criterion, per_layer_normalize
+from pl_pruning.criteria import (
+    DEFAULT_CRITERION,
+    NORMALIZATIONS,
+    get_criterion,
+    per_layer_normalize,
+)
 from pl_pruning.errors import PlPruningError, choice_error
 from pl_pruning.measure import count_macs, count_params
 
@@ -75,7 +80,9 @@ class PhaseController(Callback):
             on average first), ``"front_to_back"`` or ``"back_to_front"``.
         target_macs: stop pruning once the MACs per sample are at most this; a value
             ``<= 1`` is a fraction of the baseline's MACs.
-        max_steps: at most this many surgeries in all.
+        max_steps: at most this many surgeries in all. The Trainer's ``max_epochs`` is a
+            budget too: no step starts unless its fine-tuning and the final fine-tune
+            still fit, so a capped run ends with a fine-tuned, accepted network.
         compensate: fold removed filters' mean activations into the consumers' biases.
         ignored_layers: layer names or regular expressions never pruned.
         min_channels: filters every layer keeps at least.
@@ -295,9 +302,14 @@ class PhaseController(Callback):
         else:
             self.state = "final"
 
-    def _budget_left(self) -> bool:
+    def _budget_left(self, trainer: L.Trainer) -> bool:
         if self.max_steps is not None and self.surgeries >= self.max_steps:
             return False
+        # Another step must leave room for its fine-tuning and the final fine-tune.
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and max_epochs > 0:
+            if trainer.current_epoch + 1 + self.finetune_epochs + self.final_epochs > max_epochs:
+                return False
         if self.target_macs is not None and self._accepted is not None and self.baseline_cost:
             target = self.target_macs * self.baseline_cost["macs"] if self.target_macs <= 1 else self.target_macs
             if self._accepted["entry"]["macs"] <= target:
@@ -307,7 +319,7 @@ class PhaseController(Callback):
     def _next_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Start the next surgery, or move on to the next phase / the final fine-tune."""
         while self.state in ("global", "layerwise"):
-            if not self._budget_left():
+            if not self._budget_left(trainer):
                 self.state = "final"
                 break
             if self.state == "global":

@@ -9,7 +9,13 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from pl_pruning import EntropyStatistics, ImageClassifier, MaxEntropyFreeze, PhaseController, build_model
+from pl_pruning import (
+    EntropyStatistics,
+    ImageClassifier,
+    MaxEntropyFreeze,
+    PhaseController,
+    build_model,
+)
 from pl_pruning.data import DigitsDataModule
 
 
