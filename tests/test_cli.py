@@ -18,10 +18,18 @@ def _run(cli, tmp_path, *overrides, check=True):
 
 
 @pytest.mark.slow
-def test_default_run_on_digits_writes_results(cli, tmp_path):
-    _run(cli, tmp_path, "trainer.max_epochs=4", "measure.batch_size=8")
+def test_default_run_on_digits_trains_prunes_and_writes_results(cli, tmp_path):
+    _run(cli, tmp_path, "trainer.max_epochs=6", "measure.batch_size=8", "pruning.max_epochs=25",
+         "pruning.final_epochs=1")
     results = json.loads((tmp_path / "results.json").read_text())
-    base = results["baseline"]
+    base, pruned = results["baseline"], results["pruned"]
+    assert set(pruned) >= {"test_acc", "macs", "params", "latency_ms"}
+    assert results["macs_reduction"] == pytest.approx(base["macs"] / pruned["macs"])
+    assert results["macs_reduction"] > 1.0 and results["params_reduction"] > 1.0
+    assert results["acc_drop"] == pytest.approx(base["test_acc"] - pruned["test_acc"])
+    for name in ("pruning_report.json", "pruning_report.md", "pruning_path.png", "pruning_channels.png",
+                 "pruned_model.pt"):
+        assert (tmp_path / name).is_file(), name
     assert set(base) >= {"test_acc", "macs", "params", "latency_ms"}
     assert base["test_acc"] > 0.9
     expected = measure(build_model("small_cnn", in_channels=1), torch.zeros(1, 1, 8, 8), latency=False)
@@ -37,7 +45,7 @@ def test_checkpoint_is_loaded_and_tested_without_training(cli, tmp_path):
     net = build_model("small_cnn", num_classes=10, in_channels=1)
     path = tmp_path / "weights.pt"
     torch.save(net.state_dict(), path)
-    _run(cli, tmp_path / "run", f"model.checkpoint={path}", "measure.latency=false")
+    _run(cli, tmp_path / "run", f"model.checkpoint={path}", "measure.latency=false", "pruning=none")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["baseline"]["checkpoint"] == str(path)
     assert results["baseline"]["latency_ms"] is None
@@ -52,6 +60,8 @@ def test_checkpoint_is_loaded_and_tested_without_training(cli, tmp_path):
         (["data=image_folder", "data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
         (["model=nonexistent"], "Could not find 'model/nonexistent'"),
         (["data=imagenet"], "Available options in 'data'"),
+        (["pruning.criterion=entropyy"], "unknown criterion 'entropyy'; choose one of: conditional_entropy"),
+        (["pruning.max_drop=1.5"], "max_drop must be in (0, 1), got 1.5"),
     ],
 )
 def test_bad_input_gets_one_clear_error(cli, tmp_path, overrides, message):

@@ -600,7 +600,7 @@ class PhaseController(Callback):
     def _write_report(self, trainer: L.Trainer, pl_module: L.LightningModule, interrupted: bool = False) -> None:
         if not trainer.is_global_zero:
             return
-        from pl_pruning.reporting import write_pruning_report
+        from pl_pruning.pruning_report import write_pruning_report
 
         folder = Path(self.report_dir or trainer.default_root_dir)
         report = self.report()
