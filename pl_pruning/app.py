@@ -84,12 +84,12 @@ def _test_and_measure(trainer: L.Trainer, classifier: ImageClassifier, datamodul
 
 
 def _prune(cfg: DictConfig, classifier: ImageClassifier, datamodule: L.LightningDataModule,
-           out_dir: Path) -> tuple[L.Trainer, Any]:
+           out_dir: Path, callbacks: list[Any]) -> tuple[L.Trainer, Any]:
     """The pruning fit: EntropyStatistics, PhaseController, MaxEntropyFreeze in a new Trainer."""
     from pl_pruning.callbacks import PhaseController
 
     pruning = cfg.pruning
-    callbacks = _instantiate_all(pruning.callbacks)
+    callbacks = list(callbacks)
     # The latest epoch (with the controller's state) for resuming; "best" means nothing
     # across architectures, so nothing is ranked.
     callbacks += [ModelCheckpoint(dirpath=out_dir / "pruning_checkpoints", save_last=True,
@@ -112,6 +112,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     datamodule = _instantiate(cfg.data)
     classifier = build_classifier(cfg, datamodule)
+    # Built before any training, so that a bad pruning option fails at once.
+    pruning_callbacks = _instantiate_all(cfg.pruning.get("callbacks")) if cfg.get("pruning") else []
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
                                       logger=_instantiate_all(cfg.get("logger")) or False)
     if not cfg.model.get("checkpoint"):
@@ -122,8 +124,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         classifier.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
     results: dict[str, Any] = {"baseline": _test_and_measure(trainer, classifier, datamodule, cfg, None)}
     results["baseline"]["checkpoint"] = best or cfg.model.get("checkpoint")
-    if cfg.get("pruning") and cfg.pruning.get("callbacks"):
-        trainer, controller = _prune(cfg, classifier, datamodule, out_dir)
+    if pruning_callbacks:
+        trainer, controller = _prune(cfg, classifier, datamodule, out_dir, pruning_callbacks)
         pruned = _test_and_measure(trainer, classifier, datamodule, cfg, None)
         results["pruned"] = pruned
         if trainer.is_global_zero:
