@@ -17,7 +17,7 @@ and ``delta`` is added to
   mode; in training mode BatchNorm subtracts the batch mean, which absorbs any constant
   anyway);
 * else a bias is created on the consumer (its state dict then gains a ``bias`` key,
-  which :func:`pl_pruning.restore_pruned_shapes` recreates on load).
+  which :func:`pl_pruning.pruned_checkpoint.restore_pruned_shapes` recreates on load).
 
 ``channel_means`` maps a conv name to ``m`` (one value per filter, in the conv's current
 indexing), for instance ``EntropyStatistics.mean_activation()``: the activation after
@@ -39,11 +39,14 @@ What is exact and what is approximate:
   than ``m_c * sum_k W`` (the interior is still right).
 * **Approximate through pooling**: a max-pool between the tap and the consumer raises
   the mean the consumer actually sees above ``m_c`` (exact for constant channels).
-* **Approximate on residual streams**: a channel of a residual stream is the sum of
-  several convolutions' outputs. For each consumer the mean of the *nearest* producing
-  convolution upstream is used (ties broken by module order, so a block's main branch
-  comes before its shortcut): with taps after each block's final ReLU that is exactly
-  the stream the consumer reads; with other taps it is an approximation.
+* **Not compensated on residual streams**: a channel of a residual stream is the sum of
+  several layers' outputs (``relu(bn2(conv2(x)) + shortcut)``), and its consumers see
+  that sum. ``EntropyStatistics`` taps each convolution's own contribution (at ``bn2``,
+  before the addition), whose mean is not the mean of the sum after the ReLU, so a
+  consumer reached through an addition is left alone and listed in
+  ``SurgeryResult.uncompensated``. Fine-tuning (and, in training mode, BatchNorm)
+  absorbs the shift. Where no addition intervenes (a block's first convolution, the
+  depthwise channel of an inverted residual), compensation applies as above.
 * Consumers that are grouped (not depthwise) convolutions are not compensated and
   reported in ``SurgeryResult.uncompensated``; depthwise convolutions are not consumers
   (their channel is removed with the filter that feeds it).
@@ -57,6 +60,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch_pruning import ops
 
 from pl_pruning.errors import PlPruningError
 
@@ -99,22 +103,25 @@ def check_channel_means(channel_means: Mapping[str, Tensor], names: Mapping[nn.M
     return out
 
 
-def _nearest_producer(node, members: set) -> object | None:
-    """The closest node upstream of ``node`` whose module is a Conv/Linear in ``members``."""
-    found, seen = [], {node}
-    frontier = deque([(n, 1) for n in node.inputs])
+def _nearest_producers(node, members: set) -> list[tuple[object, bool]]:
+    """The closest nodes upstream of ``node`` whose module is a Conv/Linear in ``members``,
+    each with whether the path joins other tensors on the way (a residual addition)."""
+    found: list[tuple[object, bool]] = []
+    seen = {node}
+    frontier = deque([(n, 1, False) for n in node.inputs])
     best = None
     while frontier:
-        current, depth = frontier.popleft()
+        current, depth, mixed = frontier.popleft()
         if current in seen or (best is not None and depth > best):
             continue
         seen.add(current)
         if isinstance(current.module, _WEIGHTED):
             if current.module in members:
-                found.append(current)
+                found.append((current, mixed))
                 best = depth
             continue  # another layer's output: the channel does not come from further up
-        frontier.extend((n, depth + 1) for n in current.inputs)
+        joins = isinstance(current.module, ops._ElementWiseOp) and len(current.inputs) > 1
+        frontier.extend((n, depth + 1, mixed or joins) for n in current.inputs)
     return found
 
 
@@ -146,11 +153,15 @@ def plan_compensation(graph, groups: list, channel_means: Mapping[str, Tensor],
             if isinstance(consumer, nn.modules.conv._ConvNd) and consumer.groups != 1:
                 result.uncompensated[name] = f"grouped convolution (groups={consumer.groups})"
                 continue
-            candidates = _nearest_producer(dep.target, set(producers))
+            candidates = _nearest_producers(dep.target, set(producers))
             if not candidates:
                 result.uncompensated[name] = "no producing layer found upstream"
                 continue
-            producer = min((c.module for c in candidates), key=order.__getitem__)
+            if any(mixed for _, mixed in candidates):
+                result.uncompensated[name] = ("residual stream: the consumer sees a sum of "
+                                              "several layers' outputs, not one tapped filter")
+                continue
+            producer = min((c.module for c, _ in candidates), key=order.__getitem__)
             if producer not in means:
                 result.uncompensated[name] = f"no channel_means entry for {names[producer]!r}"
                 continue

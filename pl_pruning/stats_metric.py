@@ -72,6 +72,7 @@ class FilterHistogram(Metric):
         self.width_inv: Tensor | None = None
         # filter f's cells start at f * bins * classes
         self._cell_base = torch.arange(num_filters, dtype=torch.int64) * (num_bins * num_classes)
+        self._ones: Tensor | None = None
 
     def set_edges(self, low: Tensor, high: Tensor) -> None:
         """Fix the bins: ``num_bins`` equal-width bins per filter from ``low`` to ``high``."""
@@ -85,8 +86,9 @@ class FilterHistogram(Metric):
     def bin_index(self, values: Tensor, start: int = 0) -> Tensor:
         """Bins of ``values [samples, filters]`` for filters ``start:start+filters``."""
         stop = start + values.shape[1]
-        scaled = (values.to(torch.float32) - self.low[start:stop]) * self.width_inv[start:stop]
-        return scaled.clamp_(0, self.num_bins - 1).to(torch.int64)
+        scaled = values.to(torch.float32) - self.low[start:stop]
+        scaled.mul_(self.width_inv[start:stop]).clamp_(0, self.num_bins - 1)
+        return scaled.to(torch.int64)
 
     def update(self, values: Tensor, labels: Tensor, start: int = 0) -> None:
         """Count ``values [samples, filters]`` (filters ``start:``) with ``labels [samples]``."""
@@ -97,8 +99,9 @@ class FilterHistogram(Metric):
         cells = self._cell_base[start:stop] + labels.to(torch.int64)[:, None]
         cells.add_(bins, alpha=self.num_classes)
         flat = cells.view(-1)
-        self.counts.scatter_add_(0, flat, torch.ones(flat.numel(), dtype=self.counts.dtype,
-                                                     device=flat.device))
+        if self._ones is None or self._ones.numel() < flat.numel():
+            self._ones = torch.ones(flat.numel(), dtype=self.counts.dtype, device=flat.device)
+        self.counts.scatter_add_(0, flat, self._ones[:flat.numel()])
         self.activation_sum[start:stop] += values.sum(0, dtype=torch.float64)
 
     def add_zeros(self, start: int, zeros: Tensor, elements: float) -> None:

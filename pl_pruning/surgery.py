@@ -176,17 +176,60 @@ def _tracing_context(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+def _signature(out: object) -> object:
+    """Shapes of a forward pass's outputs, to check that the cut network still fits."""
+    if isinstance(out, Tensor):
+        return tuple(out.shape)
+    if isinstance(out, (tuple, list)):
+        return tuple(_signature(o) for o in out)
+    if isinstance(out, Mapping):
+        return {k: _signature(v) for k, v in out.items()}
+    return type(out).__name__
+
+
+class _Traced:
+    """The dependency graph of one surgery, with the input it was traced on and the
+    shapes of what the network returned."""
+
+    def __init__(self, model: nn.Module, example_inputs: object) -> None:
+        self.inputs = _prepare_inputs(model, example_inputs)
+        self.signature: object = None
+
+        def forward(m: nn.Module, x: object) -> object:
+            out = _forward(m, x)
+            self.signature = _signature(out)
+            return out
+
+        try:
+            self.graph = tp.DependencyGraph().build_dependency(
+                model, self.inputs, forward_fn=forward, verbose=False)
+        except PlPruningError:
+            raise
+        except Exception as err:
+            raise PlPruningError(
+                f"could not trace {type(model).__name__} with example_inputs of shape "
+                f"{_shape_of(example_inputs)}: {type(err).__name__}: {err}") from err
+
+    def check_runs(self, model: nn.Module) -> None:
+        """The cut network must still run on the traced input and return the same shapes."""
+        was = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                got = _signature(_forward(model, self.inputs))
+        except Exception as err:
+            raise PlPruningError(f"the pruned network no longer runs ({type(err).__name__}: "
+                                 f"{err}); the surgery was undone") from err
+        finally:
+            for m, flag in was:
+                m.training = flag
+        if got != self.signature:
+            raise PlPruningError(f"the pruned network returns shapes {got} instead of "
+                                 f"{self.signature}; the surgery was undone")
+
+
 def _build_graph(model: nn.Module, example_inputs: object) -> tp.DependencyGraph:
-    inputs = _prepare_inputs(model, example_inputs)
-    try:
-        return tp.DependencyGraph().build_dependency(
-            model, inputs, forward_fn=_forward, verbose=False)
-    except PlPruningError:
-        raise
-    except Exception as err:
-        raise PlPruningError(
-            f"could not trace {type(model).__name__} with example_inputs of shape "
-            f"{_shape_of(example_inputs)}: {type(err).__name__}: {err}") from err
+    return _Traced(model, example_inputs).graph
 
 
 def _shape_of(x: object) -> object:
@@ -270,6 +313,13 @@ class _Layout:
                 outs.append(node.module)
                 if not node.outputs and isinstance(node.module, PRUNABLE_TYPES):
                     fixed = "it feeds the network's output (the final classifier is never pruned)"
+            for dep, _ in group:
+                m = dep.target.module
+                if (isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1
+                        and ops.module2type(m) != ops.OPTYPE.DEPTHWISE_CONV and fixed is None):
+                    fixed = (f"it is coupled with the grouped convolution {self.names.get(m)!r} "
+                             f"(groups={m.groups}), which Torch-Pruning 1.6 does not cut "
+                             "consistently (depthwise convolutions are fine)")
             outs = sorted(set(outs), key=order.__getitem__)
             members = [m for m in outs if isinstance(m, PRUNABLE_TYPES)]
             if not members:
@@ -464,8 +514,13 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Iterable[int]], example_i
     clean_plan = _normalise_plan(plan, modules)  # names and ranges first: cheap, no tracing
 
     result = SurgeryResult(channels_before=_channels(model))
+    if not clean_plan:  # nothing to remove: no trace needed
+        result.channels_after = dict(result.channels_before)
+        result.seconds = time.perf_counter() - start
+        return result
     with _tracing_context(model):
-        graph = _build_graph(model, example_inputs)
+        traced = _Traced(model, example_inputs)
+        graph = traced.graph
         layout = _Layout(model, graph, ignored)
         steps = _plan_groups(model, graph, layout, clean_plan,
                              min_channels, round_to, result)
@@ -486,6 +541,7 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Iterable[int]], example_i
                 # do: index maps through concatenations follow the shapes of the moment.
                 graph.get_pruning_group(g.root, _out_fn(graph, g.root), idxs).prune()
             apply_compensation(updates, result.removed, layout.names)
+            traced.check_runs(model)
         except Exception:
             _restore(snapshot)
             raise
@@ -525,13 +581,17 @@ def _plan_groups(model: nn.Module, graph: tp.DependencyGraph, layout: _Layout,
         root_idxs = _root_indices(graph, module, idxs, g.root)
         bucket = merged.setdefault(id(g), [])
         by_id[id(g)] = g
-        bucket.extend(i for i in root_idxs if i not in bucket)
+        present = set(bucket)
+        for i in root_idxs:
+            if i not in present:
+                present.add(i)
+                bucket.append(i)
     steps = []
     for key, idxs in merged.items():
         g = by_id[key]
         n = g.info.channels
         if n - len(idxs) < min_channels:
-            planned = ", ".join(n for n in plan if layout.group_of[modules[n]] is g)
+            planned = ", ".join(repr(p) for p in plan if layout.group_of[modules[p]] is g)
             raise PlPruningError(
                 f"plan removes {len(idxs)} of the {n} filters of {g.info.root!r} (through "
                 f"{planned}); at least min_channels={min_channels} must remain"

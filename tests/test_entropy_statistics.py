@@ -62,6 +62,7 @@ def hand_made_model(num_classes: int = 4) -> ImageClassifier:
     (dict(layers="net.conv"), "list of module names"),
     (dict(layers=[]), "non-empty"),
     (dict(log_criterion="entorpy"), "'entorpy'"),
+    (dict(cpu_threads=0), "cpu_threads"),
 ])
 def test_constructor_rejects_bad_input(kwargs, needle):
     with pytest.raises(PlPruningError) as err:
@@ -265,9 +266,23 @@ def test_max_batches_and_sanity_check_are_respected():
 def test_collector_costs_nothing_outside_validation():
     stats = EntropyStatistics()
     model = digits_model()
+    threads = torch.get_num_threads()
     validate(model, DigitsDataModule(), [stats])
     hooks = [m for m in model.modules() if m._forward_hooks]
     assert hooks == []
+    assert torch.get_num_threads() == threads  # cpu_threads is restored after each use
+
+
+def test_unknown_criterion_or_normalize_in_scores():
+    stats = EntropyStatistics()
+    validate(digits_model(), DigitsDataModule(), [stats])
+    with pytest.raises(PlPruningError) as err:
+        stats.scores("entorpy")
+    assert "'entorpy'" in str(err.value) and "conditional_entropy" in str(err.value)
+    with pytest.raises(PlPruningError, match="'global'"):
+        stats.scores(normalize="global")
+    with pytest.raises(PlPruningError, match="'net.fc'"):
+        stats.scores(layers=["net.fc"])
 
 
 # ------------------------------------------------------------------ tap points

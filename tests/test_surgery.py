@@ -268,3 +268,46 @@ def test_copy_is_independent():
     twin = copy.deepcopy(net)
     prune_filters(twin, {"features.0": [0]}, inputs())
     assert net.features[0].out_channels == 16 and twin.features[0].out_channels == 15
+
+
+def test_a_cut_that_breaks_the_network_is_undone(resnet, monkeypatch):
+    """The pruned network must still run on the traced input; if not, nothing changed."""
+    import pl_pruning.surgery as surgery
+
+    def corrupt(*args, **kwargs):  # as a faulty coupling rule would leave it
+        resnet.layer3[0].conv2.weight = nn.Parameter(torch.zeros(5, 5, 3, 3))
+
+    monkeypatch.setattr(surgery, "apply_compensation", corrupt)
+    x = inputs()
+    before = state_of(resnet)
+    with pytest.raises(PlPruningError, match="no longer runs.*undone"):
+        prune_filters(resnet, {"layer1.0.conv1": [0, 1]}, x)
+    assert_untouched(resnet, before)
+
+
+class GroupedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1, groups=4, bias=False)  # grouped
+        self.bn2 = nn.BatchNorm2d(16)
+        self.conv3 = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.relu(self.conv3(x)).mean((2, 3)))
+
+
+def test_grouped_convolutions_are_left_whole():
+    net = GroupedNet().eval()
+    x = inputs()
+    assert [g.convs for g in pruning_groups(net, x)] == [("conv3",)]
+    before = state_of(net)
+    with pytest.raises(PlPruningError, match=r"grouped convolution 'conv2' \(groups=4\)"):
+        prune_filters(net, {"conv1": [0]}, x)
+    assert_untouched(net, before)
+    prune_filters(net, {"conv3": [0, 5]}, x)
+    assert net.conv3.out_channels == 10 and net(x).shape == (2, 10)

@@ -9,9 +9,10 @@ Collect per-filter activation statistics on validation batches and score every f
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,21 +53,25 @@ CSV_COLUMNS = ("layer", "filter", "entropy", "conditional_entropy", "mutual_info
 # zero counting goes through a scratch buffer of at most this many elements (16 MiB of
 # float32), reused for every layer and batch: no large temporaries
 SCRATCH_ELEMENTS = 1 << 22
+# take_batch's key for every layer's pooled values side by side (not a module name)
+FUSED = "\0all layers"
 
 
 class EntropyStatistics(Callback):
     r"""Per-filter activation statistics of every prunable convolution, from validation data.
 
     During each validation epoch (never the sanity check, never training) forward hooks
-    read, per sample, each filter's **pooled activation** ``A``: the mean over H x W of the
-    feature map at the *tap point*, which is after the BatchNorm and activation that follow
-    the convolution where there are such, else the convolution's output (in a ResNet
-    block, ``conv2`` is read at ``bn2``'s output, before the residual addition; the rule and
-    its fallbacks are in :mod:`pl_pruning.taps`, the result in :attr:`taps`).
+    read, per sample, each filter's **pooled activation** ``A``: the mean over H x W (a
+    float32 sum divided by H*W) of the feature map at the *tap point*, which is after the
+    BatchNorm and activation that follow the convolution where there are such, else the
+    convolution's output (in a ResNet block, ``conv2`` is read at ``bn2``'s output, before
+    the residual addition and the block's final ReLU; the rule and its fallbacks are in
+    :mod:`pl_pruning.taps`, the result in :attr:`taps`).
 
     The statistics are streaming and bounded by filters x bins x classes: a joint histogram
     of ``A`` (``num_bins`` bins) and the class ``Y`` per filter, the sum of ``A`` (mean
-    activation) and the number of exactly-zero elements of the tapped map (APoZ).
+    activation) and the number of exactly-zero elements of the tapped map (APoZ, counted
+    over every element N x H x W, not on the pooled value). Entropies are in nats.
 
     **Bin edges.** Per filter, ``num_bins`` equal-width bins from the minimum to the maximum
     of ``A`` over a calibration set: the first ``calibration_batches`` validation batches of
@@ -110,6 +115,11 @@ class EntropyStatistics(Callback):
             ``None`` logs nothing.
         csv_path: if set, :meth:`write_csv` writes there after every epoch (global rank 0).
         save_statistics: keep the finished statistics in checkpoints (``state_dict``).
+        cpu_threads: torch threads for the collector's own operations on CPU tensors (the
+            setting is restored right after; ``None`` leaves it alone). They are memory-bound
+            reductions that gain little from more threads, and on an oversubscribed machine
+            (several DDP ranks per node, other jobs) every parallel region can wait a
+            scheduler tick: one thread keeps the overhead small and predictable.
 
     Raises:
         PlPruningError: ``num_bins < 2``, an unknown ``condition_on`` or ``log_criterion``,
@@ -137,7 +147,8 @@ class EntropyStatistics(Callback):
                  max_batches: int | None = None, layers: Sequence[str] | None = None,
                  num_classes: int | None = None, calibration_batches: int = 8,
                  output_module: str = "", log_criterion: str | None = DEFAULT_CRITERION,
-                 csv_path: str | Path | None = None, save_statistics: bool = True) -> None:
+                 csv_path: str | Path | None = None, save_statistics: bool = True,
+                 cpu_threads: int | None = 1) -> None:
         super().__init__()
         if not _is_int(num_bins) or num_bins < 2:
             raise PlPruningError(f"num_bins must be an integer >= 2, got {num_bins!r}")
@@ -158,6 +169,8 @@ class EntropyStatistics(Callback):
                 raise PlPruningError("layers must be None (every nn.Conv2d) or a non-empty list, got []")
         if log_criterion is not None and log_criterion not in CRITERIA:
             raise choice_error("log_criterion", log_criterion, [*CRITERIA, None])
+        if cpu_threads is not None and (not _is_int(cpu_threads) or cpu_threads < 1):
+            raise PlPruningError(f"cpu_threads must be None or an integer >= 1, got {cpu_threads!r}")
         if not isinstance(output_module, str):
             raise PlPruningError(f"output_module must be a module name (str), got {output_module!r}")
         self.num_bins = int(num_bins)
@@ -170,6 +183,7 @@ class EntropyStatistics(Callback):
         self.log_criterion = log_criterion
         self.csv_path = Path(csv_path) if csv_path is not None else None
         self.save_statistics = save_statistics
+        self.cpu_threads = cpu_threads
         #: set to False to skip collection (e.g. in epochs whose statistics nobody reads)
         self.enabled = True
 
@@ -205,7 +219,7 @@ class EntropyStatistics(Callback):
         if result is None:
             return False
         if self._model is not None:
-            for name, n in zip(result.names, result.channels):
+            for name, n in zip(result.names, result.channels, strict=True):
                 try:
                     module = self._model.get_submodule(name)
                 except AttributeError:
@@ -326,9 +340,8 @@ class EntropyStatistics(Callback):
         ep = _EpochState(names=list(modules), channels=channels, device=pl_module.device,
                          num_classes=num_classes)
         self._epoch = ep
-        for i, (name, tap) in enumerate(self._taps.items()):
-            start, stop = ep.offsets[i], ep.offsets[i + 1]
-            hook = self._make_hook(ep, name, start, stop, tap.transform(pl_module), tap.nonnegative)
+        for name, tap in self._taps.items():
+            hook = self._make_hook(ep, name, tap.transform(pl_module), tap.nonnegative)
             ep.handles.append(pl_module.get_submodule(tap.module).register_forward_hook(hook))
         if self.condition_on == "prediction" or num_classes is None:
             try:
@@ -347,6 +360,7 @@ class EntropyStatistics(Callback):
         if not ep.recording:
             return
         ep.pooled = {name: [] for name in ep.names}
+        ep.nonzero = {name: [] for name in ep.names}
         ep.outputs = []
         ep.labels = labels_from_batch(batch) if self.condition_on == "label" else None
 
@@ -365,8 +379,11 @@ class EntropyStatistics(Callback):
             raise PlPruningError(
                 f"layers {missing} produced no output in validation batch {batch_idx}; "
                 "exclude them with EntropyStatistics(layers=[...])")
-        values = {name: torch.cat(ep.pooled[name]) if len(ep.pooled[name]) > 1
-                  else ep.pooled[name][0] for name in ep.names}
+        with self._threads(ep.nonzero_acc):
+            self._count_batch(ep, batch_idx)
+
+    def _count_batch(self, ep: _EpochState, batch_idx: int) -> None:
+        values = ep.take_batch()
         labels = self._batch_labels(ep)
         if ep.histogram is None:
             ep.allocate(self._num_classes_from_outputs(ep), self.num_bins)
@@ -397,9 +414,12 @@ class EntropyStatistics(Callback):
                 return
             ep.allocate(ep.num_classes, self.num_bins)
         if not ep.calibrated:
-            self._calibrate(ep)
-        ep.histogram.zeros += ep.zero_acc.to(ep.histogram.zeros)
-        ep.histogram.elements += ep.elem_acc.to(ep.histogram.elements)
+            with self._threads(ep.nonzero_acc):
+                self._calibrate(ep)
+        elements = torch.tensor([float(ep.elements[n]) for n in ep.names], dtype=torch.float64)
+        elements = elements.repeat_interleave(torch.tensor(ep.channels)).to(ep.histogram.elements)
+        ep.histogram.elements += elements
+        ep.histogram.zeros += elements - ep.nonzero_acc.to(ep.histogram.zeros)
         state = {k: v.detach().cpu() for k, v in ep.histogram.compute().items()}  # synced
         self._epoch = None
         if ep.discard:
@@ -447,14 +467,26 @@ class EntropyStatistics(Callback):
                 f"EntropyStatistics: torch.fx could not trace {len(fallbacks)} layer(s) "
                 f"({fallbacks[:3]}...); tap points from nn.Sequential siblings", _rank()))
 
+    @contextlib.contextmanager
+    def _threads(self, like: Tensor) -> Iterator[None]:
+        """Run the collector's own CPU operations on ``cpu_threads`` threads."""
+        previous = torch.get_num_threads()
+        if self.cpu_threads is None or like.device.type != "cpu" or previous == self.cpu_threads:
+            yield
+            return
+        torch.set_num_threads(self.cpu_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
     def _stop_epoch(self) -> None:
         if self._epoch is not None:
             for handle in self._epoch.handles:
                 handle.remove()
             self._epoch = None
 
-    def _make_hook(self, ep: _EpochState, name: str, start: int, stop: int, transform,
-                   nonnegative: bool):
+    def _make_hook(self, ep: _EpochState, name: str, transform, nonnegative: bool):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if not ep.recording:
                 return
@@ -465,11 +497,13 @@ class EntropyStatistics(Callback):
                     f"{self._taps[name].module!r}, got {type(x).__name__} "
                     f"{tuple(x.shape) if isinstance(x, Tensor) else ''}")
             x = x.detach()
-            ep.pooled[name].append(x.mean((2, 3), dtype=torch.float32))
-            n, c, h, w = x.shape
-            ep.zero_acc[start:stop] += (n * h * w) - ep.count_nonzero(x, nonnegative)
-            ep.elem_acc[start:stop] += n * h * w
-            ep.spatial[name] = (h, w)
+            area = x.shape[2] * x.shape[3]
+            # Few, large operations here; the division by H*W, the zero counts' reduction and
+            # all bookkeeping happen once per batch for all layers together.
+            with self._threads(x):
+                ep.pooled[name].append((x.sum((2, 3), dtype=torch.float32), area))
+                ep.nonzero[name].append(ep.count_nonzero(x, nonnegative))
+            ep.spatial[name] = (x.shape[2], x.shape[3])
         return hook
 
     def _make_output_hook(self, ep: _EpochState):
@@ -516,7 +550,7 @@ class EntropyStatistics(Callback):
     def _check_labels(self, labels: Tensor, num_classes: int) -> None:
         if labels.numel() == 0:
             return
-        low, high = int(labels.min()), int(labels.max())
+        low, high = (int(v) for v in torch.aminmax(labels))
         if low < 0 or high >= num_classes:
             bad = low if low < 0 else high
             raise PlPruningError(
@@ -525,8 +559,8 @@ class EntropyStatistics(Callback):
 
     def _segments(self, ep: _EpochState, values: dict[str, Tensor], labels: Tensor
                   ) -> list[tuple[int, Tensor, Tensor]]:
-        """(first filter, values [M, filters], labels [M]) pieces; one piece when every
-        layer saw the same samples, which is the common case."""
+        """(first filter, values [M, filters], labels [M]) pieces: one piece for the whole
+        network when every layer saw the same samples (the common case), else one per layer."""
         def repeat(m: int, name: str) -> Tensor:
             if m == labels.shape[0]:
                 return labels
@@ -534,11 +568,9 @@ class EntropyStatistics(Callback):
                 raise PlPruningError(
                     f"layer {name!r} saw {m} samples in a batch with {labels.shape[0]} labels")
             return labels.repeat(m // labels.shape[0])
-        sizes = {v.shape[0] for v in values.values()}
-        if len(sizes) == 1:
-            m = sizes.pop()
-            fused = torch.cat(list(values.values()), dim=1) if len(values) > 1 else next(iter(values.values()))
-            return [(0, fused, repeat(m, ep.names[0]))]
+        if FUSED in values:  # fused by take_batch: every layer saw the same samples
+            fused = values[FUSED]
+            return [(0, fused, repeat(fused.shape[0], ep.names[0]))]
         return [(ep.offsets[i], values[name], repeat(values[name].shape[0], name))
                 for i, name in enumerate(ep.names)]
 
@@ -676,7 +708,8 @@ class _EpochState:
     discard: bool = False
     calibrated: bool = False
     batches_seen: int = 0
-    pooled: dict[str, list[Tensor]] = field(default_factory=dict)
+    pooled: dict[str, list[tuple[Tensor, int]]] = field(default_factory=dict)
+    nonzero: dict[str, list[Tensor]] = field(default_factory=dict)
     outputs: list[Tensor] = field(default_factory=list)
     labels: Tensor | None = None
     buffer: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)
@@ -691,23 +724,55 @@ class _EpochState:
         for c in self.channels:
             self.offsets.append(self.offsets[-1] + c)
         total = self.offsets[-1]
-        self.zero_acc = torch.zeros(total, dtype=torch.float64, device=self.device)
-        self.elem_acc = torch.zeros(total, dtype=torch.float64, device=self.device)
+        self.nonzero_acc = torch.zeros(total, dtype=torch.float64, device=self.device)
+        self.elements = dict.fromkeys(self.names, 0)  # elements of the tapped map per filter
         self.range = ActivationRange(total).to(self.device)
         self._scratch: Tensor | None = None
+        self._areas: tuple[tuple[int, ...], Tensor] | None = None
         if self.num_classes is not None:
             self.num_classes = int(self.num_classes)
+
+    def take_batch(self) -> dict[str, Tensor]:
+        """This batch's pooled activations per layer ``[M, filters]``; folds the zero
+        counts into the epoch totals."""
+        sums, areas, nonzero = {}, [], []
+        for name in self.names:
+            calls = self.pooled[name]
+            area = calls[0][1]
+            if all(a == area for _, a in calls):
+                sums[name] = calls[0][0] if len(calls) == 1 else torch.cat([v for v, _ in calls])
+            else:  # calls with different spatial sizes: divide each by its own area
+                sums[name], area = torch.cat([v / a for v, a in calls]), 1
+            areas.append(area)
+            self.elements[name] += sum(v.shape[0] * a for v, a in calls)
+            parts = self.nonzero[name]
+            nonzero.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+        if len({v.shape[0] for v in nonzero}) == 1:
+            self.nonzero_acc += torch.cat(nonzero, dim=1).sum(0, dtype=torch.float64)
+        else:
+            for i, part in enumerate(nonzero):
+                self.nonzero_acc[self.offsets[i]:self.offsets[i + 1]] += part.sum(0, dtype=torch.float64)
+        if len({v.shape[0] for v in sums.values()}) == 1:  # one division for all layers
+            key = tuple(areas)
+            if self._areas is None or self._areas[0] != key:
+                per_filter = torch.tensor(areas, dtype=torch.float32).repeat_interleave(
+                    torch.tensor(self.channels))
+                self._areas = (key, per_filter.to(self.device))
+            fused = torch.cat(list(sums.values()), dim=1).div_(self._areas[1])
+            return {FUSED: fused}
+        return {name: v.div_(a) if v.dtype == torch.float32 else v / a
+                for (name, v), a in zip(sums.items(), areas, strict=True)}
 
     def allocate(self, num_classes: int, num_bins: int) -> None:
         self.num_classes = num_classes
         self.histogram = FilterHistogram(self.offsets[-1], num_bins, num_classes).to(self.device)
 
     def count_nonzero(self, x: Tensor, nonnegative: bool) -> Tensor:
-        """Non-zero elements per channel of ``x [N, C, H, W]``, as float64 [C].
+        """Non-zero elements per sample and channel of ``x [N, C, H, W]``: float32 [N, C].
 
         ``sign`` into a reused scratch buffer, then a sum: several times faster on CPU than
         ``count_nonzero`` or a boolean mask, and no large temporary. Chunks over N keep
-        the buffer small and every float32 partial sum exact (< 2**24 per channel).
+        the buffer small.
         """
         n, c, h, w = x.shape
         per_sample = c * h * w
@@ -716,15 +781,15 @@ class _EpochState:
         if (self._scratch is None or self._scratch.numel() < need
                 or self._scratch.dtype != x.dtype or self._scratch.device != x.device):
             self._scratch = torch.empty(max(need, 1), dtype=x.dtype, device=x.device)
-        total = torch.zeros(c, dtype=torch.float64, device=x.device)
+        parts = []
         for i in range(0, n, chunk):
             part = x[i:i + chunk]
             buf = self._scratch[:part.numel()].view(part.shape)
             torch.sign(part, out=buf)
             if not nonnegative:
                 buf.abs_()
-            total += buf.sum((0, 2, 3), dtype=torch.float32)
-        return total
+            parts.append(buf.sum((2, 3), dtype=torch.float32))  # exact: < 2**24 per entry
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 @dataclass
