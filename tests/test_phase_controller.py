@@ -77,6 +77,27 @@ def test_single_phase_runs(digits_model, phases):
         assert all(e["layer"] for e in steps)
 
 
+@pytest.mark.parametrize("order", ["by_macs", "front_to_back", "back_to_front"])
+def test_layer_order_sets_the_phase_two_queue(digits_model, order):
+    model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
+    controller = PhaseController(phases=["layerwise"], layer_order=order, max_steps=1, final_epochs=0,
+                                 criterion="l1")
+    trainer([controller], max_epochs=5).fit(model, datamodule=dm)
+    first = controller.history[1]["layer"]
+    convs = list(channels(digits_model[0]))
+    if order == "by_macs":  # the layer whose filters cost the most MACs in all goes first
+        macs = {}
+        hooks = [m.register_forward_hook(lambda mod, i, o, n=n: macs.__setitem__(n, o.numel() * mod.weight[0].numel()))
+                 for n, m in digits_model[0].named_modules() if isinstance(m, nn.Conv2d)]
+        with torch.no_grad():
+            digits_model[0](torch.zeros(1, 1, 8, 8))
+        for h in hooks:
+            h.remove()
+        assert first == max(macs, key=macs.get)
+    else:
+        assert first == (convs[0] if order == "front_to_back" else convs[-1])
+
+
 def test_target_macs_stops_pruning(digits_model):
     model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
     controller = PhaseController(target_macs=0.9, max_drop=0.5, global_step=0.2, final_epochs=0, criterion="l1")

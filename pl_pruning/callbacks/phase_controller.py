@@ -25,7 +25,7 @@ from pl_pruning.errors import PlPruningError, choice_error
 from pl_pruning.measure import count_macs, count_params
 
 PHASES = ("global", "layerwise")
-LAYER_ORDERS = ("by_score", "front_to_back", "back_to_front")
+LAYER_ORDERS = ("by_score", "by_macs", "front_to_back", "back_to_front")
 MODES = ("max", "min")
 MEAN_KEY = "__mean_activation__"
 
@@ -77,7 +77,9 @@ class PhaseController(Callback):
         normalize: ``"per-layer"`` (default), ``"none"`` or ``"cost-aware"``; see
             :mod:`pl_pruning.criteria`.
         layer_order: Phase II order: ``"by_score"`` (layers whose filters score lowest
-            on average first), ``"front_to_back"`` or ``"back_to_front"``.
+            on average first), ``"by_macs"`` (layers that cost the most MACs first: under
+            a tight epoch budget the steps go where they save the most), ``"front_to_back"``
+            or ``"back_to_front"``.
         target_macs: stop pruning once the MACs per sample are at most this; a value
             ``<= 1`` is a fraction of the baseline's MACs.
         max_steps: at most this many surgeries in all. The Trainer's ``max_epochs`` is a
@@ -420,6 +422,10 @@ class PhaseController(Callback):
         groups = self._groups(pl_module)
         if self.layer_order == "by_score":
             groups = sorted(groups, key=lambda gs: float(gs[1][torch.isfinite(gs[1])].mean()))
+        elif self.layer_order == "by_macs":
+            per_filter = self._macs_per_filter(pl_module)
+            groups = sorted(groups, key=lambda gs: -gs[0].channels * sum(per_filter.get(c, 0.0)
+                                                                          for c in gs[0].convs))
         elif self.layer_order == "back_to_front":
             groups = groups[::-1]
         self.layer_queue = [g.root for g, _ in groups]
