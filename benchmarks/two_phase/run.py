@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=30, help="epochs of each pruning fit, final fine-tune included")
     p.add_argument("--max-drop", type=float, default=0.02)
     p.add_argument("--criterion", default="conditional_entropy")
+    p.add_argument("--layer-order", default="by_macs", help="Phase II order (PhaseController.layer_order)")
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -84,7 +85,8 @@ def main() -> None:
         model.hparams.update(lr=0.01, scheduler="none")
         controller = PhaseController(criterion=args.criterion, phases=phases, max_drop=args.max_drop,
                                      global_step=0.2, layer_step=0.25, min_step=0.05, finetune_epochs=1,
-                                     final_epochs=3, report_dir=str(out / name))
+                                     final_epochs=3, layer_order=args.layer_order,
+                                     report_dir=str(out / name))
         L.seed_everything(args.seed)
         start = time.perf_counter()
         fit = trainer(args, out / name, [EntropyStatistics(), controller, MaxEntropyFreeze(0.1)],
@@ -114,7 +116,8 @@ def main() -> None:
     lines = ["# Two-phase pruning vs. either phase alone (CIFAR-10 JPEG, VGG-16-BN)", "",
              f"Command: `python benchmarks/two_phase/run.py --width {args.width} --per-class {args.per_class} "
              f"--eval-per-class {args.eval_per_class} --epochs {args.epochs} --budget {args.budget} "
-             f"--max-drop {args.max_drop} --criterion {args.criterion}` on {platform.machine()} "
+             f"--max-drop {args.max_drop} --criterion {args.criterion} --layer-order {args.layer_order}` "
+             f"on {platform.machine()} "
              f"({args.accelerator}, {torch.get_num_threads()} threads), torch {torch.__version__}.", "",
              f"Baseline: VGG-16-BN width {args.width}, {base_cost.macs / 1e6:.1f} M MACs, "
              f"{base_cost.params / 1e6:.3f} M params, test accuracy {base_acc:.4f} after {args.epochs} epochs "
