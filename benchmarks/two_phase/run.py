@@ -61,8 +61,13 @@ def main() -> None:
     p.add_argument("--layer-order", default="by_macs", help="Phase II order (PhaseController.layer_order)")
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite README.md, results.csv and paths.png from summary.json")
     args = p.parse_args()
     out = HERE / "outputs"
+    if args.render:
+        write_outputs(json.loads((HERE / "summary.json").read_text()))
+        return
     out.mkdir(exist_ok=True)
 
     L.seed_everything(args.seed)
@@ -107,43 +112,91 @@ def main() -> None:
         reports[name] = controller.report()
         print(rows[-1])
 
+    summary = {"command": command_line(args), "machine": f"{platform.machine()} ({args.accelerator}, "
+               f"{torch.get_num_threads()} threads), torch {torch.__version__}",
+               "width": args.width, "epochs": args.epochs, "budget": args.budget, "max_drop": args.max_drop,
+               "baseline_acc": base_acc, "baseline_macs": base_cost.macs, "baseline_params": base_cost.params,
+               "baseline_s": baseline_s, "rows": rows, "reports": reports}
+    (HERE / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_outputs(summary)
+
+
+def command_line(args) -> str:
+    return (f"python benchmarks/two_phase/run.py --width {args.width} --per-class {args.per_class} "
+            f"--eval-per-class {args.eval_per_class} --epochs {args.epochs} --budget {args.budget} "
+            f"--max-drop {args.max_drop} --criterion {args.criterion} --layer-order {args.layer_order}")
+
+
+def findings(summary: dict) -> list[str]:
+    """What the table says, computed from it (so that a re-run cannot contradict the text)."""
+    rows = {r["setting"]: r for r in summary["rows"]}
+    lines = []
+    if {"global", "layerwise", "two_phase"} <= set(rows):
+        both, best_single = rows["two_phase"], max(rows["global"], rows["layerwise"], key=lambda r: r["macs_reduction"])
+        verdict = "more" if both["macs_reduction"] > best_single["macs_reduction"] else "not more"
+        lines.append(f"- **MACs**: both phases {both['macs_reduction']}x, {best_single['setting']} alone "
+                     f"{best_single['macs_reduction']}x (the better single phase): two phases compress "
+                     f"{verdict} than either alone in this run.")
+        lines.append(f"- **Parameters**: both {rows['two_phase']['params_reduction']}x, global "
+                     f"{rows['global']['params_reduction']}x, layer-wise {rows['layerwise']['params_reduction']}x.")
+    within = [r["setting"] for r in summary["rows"] if r["acc_drop"] <= summary["max_drop"]]
+    lines.append(f"- **Test accuracy drop** within max_drop {summary['max_drop']}: "
+                 f"{', '.join(within) or 'none'} (the controller decides on validation accuracy; the test "
+                 "split is never seen while pruning).")
+    gains = [r["setting"] for r in summary["rows"] if r["acc_drop"] < 0]
+    if gains:
+        lines.append(f"- Negative drops ({', '.join(gains)}): the baseline had {summary['epochs']} epochs, and "
+                     "the fine-tuning epochs of the pruning fit train the network further; the budget "
+                     "also differs in use (a run that ends its phases early stops early: see `epochs`), "
+                     "so compare accuracies with care and MACs first.")
+    return lines
+
+
+def write_outputs(summary: dict) -> None:
+    """results.csv, README.md and paths.png from a run's summary."""
+    rows = summary["rows"]
     with open(HERE / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / "reports.json").write_text(json.dumps(reports, indent=2, default=float))
-    plot(reports, base_acc, HERE / "paths.png")
+    plot(summary["reports"], HERE / "paths.png")
     lines = ["# Two-phase pruning vs. either phase alone (CIFAR-10 JPEG, VGG-16-BN)", "",
-             f"Command: `python benchmarks/two_phase/run.py --width {args.width} --per-class {args.per_class} "
-             f"--eval-per-class {args.eval_per_class} --epochs {args.epochs} --budget {args.budget} "
-             f"--max-drop {args.max_drop} --criterion {args.criterion} --layer-order {args.layer_order}` "
-             f"on {platform.machine()} "
-             f"({args.accelerator}, {torch.get_num_threads()} threads), torch {torch.__version__}.", "",
-             f"Baseline: VGG-16-BN width {args.width}, {base_cost.macs / 1e6:.1f} M MACs, "
-             f"{base_cost.params / 1e6:.3f} M params, test accuracy {base_acc:.4f} after {args.epochs} epochs "
-             f"({baseline_s:.0f} s). Each pruning fit: {args.budget} epochs at most (final 3 included), "
-             f"max_drop {args.max_drop} on validation accuracy, same steps and criterion.", "",
+             f"Command: `{summary['command']}` on {summary['machine']}. "
+             "`python benchmarks/two_phase/run.py --render` rewrites this page from `summary.json`.", "",
+             f"Baseline: VGG-16-BN width {summary['width']}, {summary['baseline_macs'] / 1e6:.1f} M MACs, "
+             f"{summary['baseline_params'] / 1e6:.3f} M params, test accuracy {summary['baseline_acc']:.4f} after "
+             f"{summary['epochs']} epochs ({summary['baseline_s']:.0f} s). Each pruning fit: {summary['budget']} "
+             f"epochs at most (final 3 included), max_drop {summary['max_drop']} on validation accuracy, same "
+             "steps and criterion. `acc_drop` is a fraction of the test accuracy (0.01 = 1 point); "
+             "`epochs` is how many the pruning fit used; `wall_s` its wall time.", "",
              "| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
-    lines += ["", "![accuracy against MACs along each run](paths.png)", ""]
+    lines += ["", "## What it shows", "", *findings(summary), "",
+              "![accuracy against MACs along each run](paths.png)", ""]
     (HERE / "README.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
-def plot(reports: dict, base_acc: float, path: Path) -> None:
+def plot(reports: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, report in reports.items():
-        accepted = [e for e in report["history"] if e.get("accepted") and e.get("metric") is not None]
-        ax.plot([e["macs"] / 1e6 for e in accepted], [e["metric"] for e in accepted], "o-", label=name, ms=4)
+    # two_phase first: its Phase I is the global run's path, which is drawn over it, dashed
+    styles = {"two_phase": ("o-", 4, 2.0), "layerwise": ("s-", 4, 1.2), "global": ("x--", 7, 1.2)}
+    for name in sorted(reports, key=lambda n: list(styles).index(n) if n in styles else 99):
+        accepted = [e for e in reports[name]["history"] if e.get("accepted") and e.get("metric") is not None]
+        fmt, ms, lw = styles.get(name, ("o-", 4, 1.2))
+        line, = ax.plot([e["macs"] / 1e6 for e in accepted], [e["metric"] for e in accepted], fmt, label=name,
+                        ms=ms, lw=lw)
+        final = accepted[-1]
+        ax.plot(final["macs"] / 1e6, final["metric"], "*", ms=14, color=line.get_color(), mec="black")
     ax.invert_xaxis()
-    ax.set_xlabel("MACs per sample (M)")
+    ax.set_xlabel("MACs per sample (M; pruning goes right)")
     ax.set_ylabel("validation accuracy (accepted steps)")
-    ax.set_title("Pruning paths: global, layer-wise, both")
+    ax.set_title("Pruning paths: global, layer-wise, both (star: final network)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
