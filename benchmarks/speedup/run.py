@@ -8,7 +8,8 @@ convolution loses the same fraction of its filters (the ones of smallest L1 norm
 fraction found by bisection so that the MACs drop 2x, 4x and 10x, channel counts kept
 multiples of ``--round-to`` (8, as one does for fast kernels). Each network is timed
 in eager PyTorch and in ONNX Runtime (CPU), batch 1 and 64, all measured side by side in
-one run: ``--rounds`` interleaved rounds, each timing every (network, runtime, batch)
+one run (eager PyTorch in both NCHW and channels-last memory formats): ``--rounds``
+interleaved rounds, each timing every (network, runtime, batch)
 once with ``torch.utils.benchmark``'s ``blocked_autorange``; the median over rounds is
 reported. Both runtimes get the same fixed thread count (``--threads``, default 1).
 Also timed: one surgery (dependency-graph trace + removal) per target.
@@ -41,6 +42,7 @@ from pl_pruning.surgery import prune_filters, pruning_groups  # noqa: E402
 
 TARGETS = (2.0, 4.0, 10.0)
 BATCHES = (1, 64)
+RUNTIMES = ("pytorch", "pytorch-channels-last", "onnxruntime")
 
 
 def spatial_sizes(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
@@ -153,6 +155,15 @@ def main() -> None:
                         return net(xb)
 
                 runners[(name, "pytorch", batch)] = eager
+                # the same network and input in channels-last memory format (NHWC)
+                net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+                xb_cl = xb.contiguous(memory_format=torch.channels_last)
+
+                def eager_cl(net=net_cl, xb=xb_cl):
+                    with torch.no_grad():
+                        return net(xb)
+
+                runners[(name, "pytorch-channels-last", batch)] = eager_cl
                 runners[(name, "onnxruntime", batch)] = (lambda s=session, f=feed: s.run(None, f))
         for fn in runners.values():
             fn()  # warm-up
@@ -224,7 +235,9 @@ def _markdown(rows: list[dict], env: dict) -> str:
         "Every convolution loses the same fraction of its filters (smallest L1 norm; channel",
         "counts kept a multiple of `round_to`), chosen so that MACs drop at least 2x, 4x and",
         "10x. Latency per batch, median over interleaved rounds (min-max over rounds in",
-        "brackets); both runtimes on the same fixed number of threads, NCHW tensors;",
+        "brackets); every runtime on the same fixed number of threads; `pytorch` is eager",
+        "PyTorch on NCHW tensors, `pytorch-channels-last` the same network and input in",
+        "channels-last (NHWC) memory format, `onnxruntime` the exported network (NCHW input);",
         "speed-up = dense latency / pruned latency in the same runtime and batch size.",
         "",
         "Environment: " + ", ".join(f"{k}={v}" for k, v in env.items()),
@@ -241,7 +254,13 @@ def _markdown(rows: list[dict], env: dict) -> str:
             f"| {r['runtime']} | {r['batch']} | {r['model']} | {r['macs_M']} | {r['macs_ratio']} | "
             f"{r['latency_ms']} ({r['latency_ms_min']}-{r['latency_ms_max']}) | {r['speedup']} | "
             f"{r['speedup_over_macs_ratio']} | {goal} |")
-    lines += ["", "Surgery time (dependency-graph trace of one sample + removal + report, median "
+    lines += ["", "MACs count convolutions and the classifier only. Pooling, BatchNorm and ReLU work "
+              "grows with the number of channels, convolution MACs with the product of input and "
+              "output channels, so the more a network is pruned, the larger the share of its time "
+              "that MACs do not count; how much depends on the runtime's kernels for those "
+              "operations (compare the NCHW and channels-last rows; per-operator shares of the "
+              "time: `python benchmarks/speedup/profile_ops.py`).",
+              "", "Surgery time (dependency-graph trace of one sample + removal + report, median "
               "of 3, goal < 1 s):", ""]
     seen = set()
     for r in rows:
@@ -264,14 +283,15 @@ def _plot(rows: list[dict], path: Path, threads: int) -> None:
     top = max(r["macs_ratio"] for r in rows) * 1.1
     ax.plot([1, top], [1, top], "k--", lw=1, label="speed-up = MACs ratio")
     ax.plot([1, top], [0.8, 0.8 * top], "k:", lw=1, label="0.8 x MACs ratio (goal)")
-    markers = {"pytorch": "o", "onnxruntime": "s"}
+    markers = {"pytorch": "o", "pytorch-channels-last": "^", "onnxruntime": "s"}
     colours = {1: "tab:blue", 64: "tab:orange"}
-    for runtime in ("pytorch", "onnxruntime"):
+    for runtime in RUNTIMES:
         for batch in BATCHES:
             pts = sorted((r["macs_ratio"], r["speedup"]) for r in rows
                          if r["runtime"] == runtime and r["batch"] == batch)
             ax.plot(*zip(*pts, strict=True), marker=markers[runtime], color=colours[batch],
-                    ls="-" if runtime == "pytorch" else "-.", label=f"{runtime}, batch {batch}")
+                    ls={"pytorch": "-", "pytorch-channels-last": ":"}.get(runtime, "-."),
+                    label=f"{runtime}, batch {batch}")
     ax.set_xlabel("MACs ratio (dense / pruned)")
     ax.set_ylabel("latency speed-up (dense / pruned)")
     ax.set_title(f"VGG-16 CIFAR, uniform pruning, CPU, {threads} thread(s)")
