@@ -83,3 +83,75 @@ def test_needs_entropy_statistics(digits_model):
     model, dm = digits_model
     with pytest.raises(PlPruningError, match="needs an EntropyStatistics callback"):
         trainer([MaxEntropyFreeze()], max_epochs=1).fit(copy.deepcopy(model), datamodule=dm)
+
+
+class StateRecorder(Recorder):
+    """Also the controller's state and the channel counts at every epoch start."""
+
+    def __init__(self, freeze, controller):
+        super().__init__(freeze)
+        self.controller = controller
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        super().on_train_epoch_start(trainer, pl_module)
+        self.epochs[-1].update(
+            finetuning=self.controller.is_finetuning, state=self.controller.state,
+            channels={n: m.out_channels for n, m in pl_module.named_modules() if isinstance(m, torch.nn.Conv2d)})
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        # the end of training in this epoch: the validation that follows may prune
+        self.epochs[-1]["trained"] = copy.deepcopy(pl_module.state_dict())
+
+
+def test_with_a_controller_it_freezes_in_fine_tuning_only_and_follows_every_surgery(digits_model):
+    from pl_pruning import PhaseController
+
+    model, dm = digits_model
+    model = copy.deepcopy(model)
+    model.hparams.update(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4)
+    controller = PhaseController(phases=["global"], global_step=0.2, max_drop=0.5, max_steps=2,
+                                 final_epochs=1)
+    freeze = MaxEntropyFreeze(fraction=0.1)
+    recorder = StateRecorder(freeze, controller)
+    trainer([EntropyStatistics(), controller, freeze, recorder], max_epochs=10).fit(model, datamodule=dm)
+    first, *rest = recorder.epochs
+    assert first["state"] == "baseline" and not first["finetuning"] and first["frozen"] == {}
+    assert all(e["finetuning"] for e in rest)  # two pruning steps (accepted), then the final epoch
+    shapes = [tuple(e["channels"].values()) for e in rest]
+    assert len(rest) == 3 and shapes[0] != shapes[1] == shapes[2]  # step 1, step 2, the final epoch
+    for epoch in rest:
+        assert set(epoch["frozen"]) == set(epoch["channels"])
+        for conv, idx in epoch["frozen"].items():
+            n = epoch["channels"][conv]
+            assert len(idx) == -(-n // 10) and int(idx.max()) < n  # recomputed for the pruned layer
+            assert epoch["start"][f"{conv}.weight"].shape[0] == n
+            before, after = epoch["start"][f"{conv}.weight"], epoch["trained"][f"{conv}.weight"]
+            rest = torch.ones(n, dtype=torch.bool)
+            rest[idx] = False
+            assert torch.equal(before[idx], after[idx]) and not torch.equal(before[rest], after[rest])
+
+
+def test_a_rolled_back_surgery_leaves_nothing_behind_in_frozen_filters():
+    """Convolutions with a bias and no BatchNorm: compensation rewrites the consumer's bias,
+    which holds frozen filters; after the rollback the network is exactly the accepted one."""
+    from torch import nn
+
+    from pl_pruning import ImageClassifier, PhaseController
+    from pl_pruning.data import DigitsDataModule
+
+    L.seed_everything(0)
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    model = ImageClassifier(net, num_classes=10, input_shape=(1, 8, 8), lr=0.05, scheduler="none")
+    dm = DigitsDataModule()
+    # Phase II on the first convolution alone: the second keeps its filters (and its bias
+    # object), and receives the compensation of the removed channels in that bias.
+    controller = PhaseController(phases=["layerwise"], layer_order="front_to_back", layer_step=0.9,
+                                 min_step=0.6, max_drop=0.001, max_steps=1, final_epochs=0, compensate=True)
+    trainer([EntropyStatistics(), controller, MaxEntropyFreeze(fraction=0.5)], max_epochs=5).fit(model, datamodule=dm)
+    baseline, step, _ = controller.history
+    assert step["layer"] == "net.0" and not step["accepted"]
+    accepted = controller._accepted["model"]
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in accepted.items()}
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, accepted[key]), key

@@ -130,7 +130,9 @@ class MaxEntropyFreeze(Callback):
         self._restore()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore()
+        # No restore here: the epoch's validation (and with it any surgery or rollback) runs
+        # before this hook, so the saved values may no longer belong to these parameters.
+        # The last training batch has restored them already.
         self._saved = []
 
     # ------------------------------------------------------------------ helpers
