@@ -176,17 +176,6 @@ def _tracing_context(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def _signature(out: object) -> object:
-    """Shapes of a forward pass's outputs, to check that the cut network still fits."""
-    if isinstance(out, Tensor):
-        return tuple(out.shape)
-    if isinstance(out, (tuple, list)):
-        return tuple(_signature(o) for o in out)
-    if isinstance(out, Mapping):
-        return {k: _signature(v) for k, v in out.items()}
-    return type(out).__name__
-
-
 class _Traced:
     """The dependency graph of one surgery, with the input it was traced on and the
     shapes of what the network returned."""
@@ -197,7 +186,7 @@ class _Traced:
 
         def forward(m: nn.Module, x: object) -> object:
             out = _forward(m, x)
-            self.signature = _signature(out)
+            self.signature = _shape_of(out)
             return out
 
         try:
@@ -211,18 +200,18 @@ class _Traced:
                 f"{_shape_of(example_inputs)}: {type(err).__name__}: {err}") from err
 
     def check_runs(self, model: nn.Module) -> None:
-        """The cut network must still run on the traced input and return the same shapes."""
-        was = [(m, m.training) for m in model.modules()]
+        """The cut network must still run on the traced input and return the same shapes.
+
+        Runs in eval mode (BatchNorm statistics stay as they are); call it inside
+        :func:`_tracing_context`, which puts every module's train/eval flag back.
+        """
         model.eval()
         try:
             with torch.no_grad():
-                got = _signature(_forward(model, self.inputs))
+                got = _shape_of(_forward(model, self.inputs))
         except Exception as err:
             raise PlPruningError(f"the pruned network no longer runs ({type(err).__name__}: "
                                  f"{err}); the surgery was undone") from err
-        finally:
-            for m, flag in was:
-                m.training = flag
         if got != self.signature:
             raise PlPruningError(f"the pruned network returns shapes {got} instead of "
                                  f"{self.signature}; the surgery was undone")
