@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from pl_pruning import ImageClassifier, build_model  # noqa: E402
 from pl_pruning.callbacks import EntropyStatistics  # noqa: E402
-from pl_pruning.callbacks.entropy_statistics import SCRATCH_ELEMENTS  # noqa: E402
+from pl_pruning.statistics.epoch import SCRATCH_ELEMENTS  # noqa: E402
 
 GOAL = 1.15
 
@@ -100,9 +100,14 @@ class TimedEntropyStatistics(EntropyStatistics):
         self._timed(super().on_validation_epoch_end, trainer, pl_module)
         self.inside.append(self._spent)
 
-    def _make_hook(self, *args, **kwargs):
-        hook = super()._make_hook(*args, **kwargs)
-        return lambda *a: self._timed(hook, *a)
+    def _prepare(self, pl_module):
+        super()._prepare(pl_module)
+        make_hook = self._collector._make_hook  # the forward hooks run inside the network
+
+        def timed_hook(*args, **kwargs):
+            hook = make_hook(*args, **kwargs)
+            return lambda *a: self._timed(hook, *a)
+        self._collector._make_hook = timed_hook
 
 
 def make_trainer(with_stats: bool, store: dict) -> tuple[L.Trainer, EntropyStatistics | None]:

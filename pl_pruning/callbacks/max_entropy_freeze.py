@@ -13,7 +13,9 @@ from torch import Tensor, nn
 
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.errors import PlPruningError
-from pl_pruning.layers import following_batchnorms
+from pl_pruning.scoring.criteria import get_criterion
+from pl_pruning.statistics.batches import example_input
+from pl_pruning.validate import check_bool, check_fraction
 
 
 class MaxEntropyFreeze(Callback):
@@ -37,17 +39,20 @@ class MaxEntropyFreeze(Callback):
     * on its own: in every training epoch once statistics exist (after the first real
       validation epoch), recomputed from fresh statistics at each epoch start.
 
-    Scores come from :class:`~pl_pruning.EntropyStatistics` (criterion ``"entropy"``).
+    Scores come from :class:`~pl_pruning.EntropyStatistics` (criterion ``"entropy"``). The
+    BatchNorm of each convolution is :attr:`~pl_pruning.pruning.graph.NetworkGraph.batchnorm_of`,
+    traced once with the module's ``example_input_array`` or else the first training batch.
 
     Args:
         fraction: share of each layer's filters to freeze, in ``[0, 1)``; ``ceil`` of
             ``fraction * filters`` per layer, at most all but one filter.
-        criterion: score that ranks the filters (``"entropy"``, the paper's choice).
+        criterion: a registered criterion name (:data:`pl_pruning.scoring.CRITERIA`) that
+            ranks the filters (``"entropy"``, the paper's choice).
         enabled: switch the freeze off without removing it from a config.
 
     Raises:
-        PlPruningError: ``fraction`` outside ``[0, 1)``; at setup, no EntropyStatistics
-            among the callbacks, or a module without ``example_input_array``.
+        PlPruningError: ``fraction`` outside ``[0, 1)``, an unknown ``criterion``, an
+            ``enabled`` that is not a bool; at setup, no EntropyStatistics among the callbacks.
 
     Example::
 
@@ -56,17 +61,15 @@ class MaxEntropyFreeze(Callback):
     """
 
     def __init__(self, fraction: float = 0.1, criterion: str = "entropy", enabled: bool = True) -> None:
-        if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-            raise PlPruningError(f"fraction must be in [0, 1), got {fraction!r}")
-        self.fraction = float(fraction)
-        self.criterion = criterion
-        self.enabled = enabled
+        self.fraction = check_fraction("fraction", fraction, zero_ok=True)
+        self.criterion = get_criterion(criterion).name
+        self.enabled = check_bool("enabled", enabled)
         self.frozen: dict[str, Tensor] = {}
         self._saved: list[tuple[nn.Parameter, Tensor, Tensor]] = []
-        self._bn_of: dict[str, str] = {}
+        self._pending = False  # frozen sets chosen, values not saved yet (waiting for a batch)
+        self._bn_of: dict[str, str] | None = None  # names survive surgery: traced once
         self._stats: Any = None
         self._controller: Any = None
-        self._active = False
 
     # ------------------------------------------------------------------ setup
 
@@ -83,41 +86,21 @@ class MaxEntropyFreeze(Callback):
         self._controller = find_callback(trainer, PhaseController)
         if self._controller is not None:
             self._controller.track_criterion(self.criterion)
-        example = getattr(pl_module, "example_input_array", None)
-        if not isinstance(example, Tensor):
-            raise PlPruningError("MaxEntropyFreeze needs pl_module.example_input_array (a Tensor) "
-                                 "to find the BatchNorm after each convolution")
-        self._bn_of = following_batchnorms(pl_module, example)
 
     # ------------------------------------------------------------------ hooks
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved = []
-        self._active = self.enabled and self.fraction > 0 and self._should_freeze()
-        if not self._active:
-            self.frozen = {}
-            return
-        scores = self._scores()
-        if not scores:
-            self._active = False
-            self.frozen = {}
-            return
-        self.frozen = self._top_filters(scores)
-        modules = dict(pl_module.named_modules())
-        for layer, idx in self.frozen.items():
-            conv = modules[layer]
-            targets: list[nn.Module] = [conv]
-            bn_name = self._bn_of.get(layer)
-            if bn_name is not None and modules[bn_name].num_features == conv.out_channels:
-                targets.append(modules[bn_name])
-            for module in targets:
-                for pname in ("weight", "bias"):
-                    p = getattr(module, pname, None)
-                    if isinstance(p, nn.Parameter):
-                        i = idx.to(p.device)
-                        self._saved.append((p, i, p.detach()[i].clone()))
-        rank_zero_info(f"[MaxEntropyFreeze] freezing {sum(len(i) for i in self.frozen.values())} "
-                       f"filters in {len(self.frozen)} layers")
+        active = self.enabled and self.fraction > 0 and self._should_freeze()
+        self.frozen = self._top_filters(self._scores()) if active else {}
+        self._pending = bool(self.frozen)
+        if self._pending and (self._bn_of is not None or example_input(pl_module) is not None):
+            self._save(pl_module, None)  # else at the first batch, which brings an example input
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._pending:
+            self._save(pl_module, batch)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
@@ -134,8 +117,35 @@ class MaxEntropyFreeze(Callback):
         # before this hook, so the saved values may no longer belong to these parameters.
         # The last training batch has restored them already.
         self._saved = []
+        self._pending = False
 
     # ------------------------------------------------------------------ helpers
+
+    def _save(self, pl_module: L.LightningModule, batch: Any) -> None:
+        """Save the frozen filters' values: convolution and BatchNorm weight and bias."""
+        if self._bn_of is None:
+            from pl_pruning.pruning.graph import NetworkGraph
+
+            example = example_input(pl_module, batch)
+            if example is None:
+                raise PlPruningError(
+                    "MaxEntropyFreeze traces the network with an example input: set "
+                    "example_input_array on the LightningModule, or use training batches whose "
+                    "first element (or 'x' / 'input' key) is the model input")
+            self._bn_of = dict(NetworkGraph.of(pl_module, example).batchnorm_of)
+        self._pending = False
+        for layer, idx in self.frozen.items():
+            targets = [pl_module.get_submodule(layer)]
+            if layer in self._bn_of:
+                targets.append(pl_module.get_submodule(self._bn_of[layer]))
+            for module in targets:
+                for pname in ("weight", "bias"):
+                    p = getattr(module, pname, None)
+                    if isinstance(p, nn.Parameter):
+                        i = idx.to(p.device)
+                        self._saved.append((p, i, p.detach()[i].clone()))
+        rank_zero_info(f"[MaxEntropyFreeze] freezing {sum(len(i) for i in self.frozen.values())} "
+                       f"filters in {len(self.frozen)} layers")
 
     def _restore(self) -> None:
         with torch.no_grad():
@@ -167,6 +177,6 @@ class MaxEntropyFreeze(Callback):
         return {"fraction": self.fraction, "criterion": self.criterion, "enabled": self.enabled}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.fraction = state_dict.get("fraction", self.fraction)
-        self.criterion = state_dict.get("criterion", self.criterion)
-        self.enabled = state_dict.get("enabled", self.enabled)
+        self.fraction = check_fraction("fraction", state_dict.get("fraction", self.fraction), zero_ok=True)
+        self.criterion = get_criterion(state_dict.get("criterion", self.criterion)).name
+        self.enabled = check_bool("enabled", state_dict.get("enabled", self.enabled))

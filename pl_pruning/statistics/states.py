@@ -2,13 +2,16 @@
 
 * :class:`ActivationRange`: per-filter min and max of the pooled activation
   (``dist_reduce_fx="min"`` / ``"max"``), which fix the bin edges;
-* :class:`FilterHistogram`: the joint histogram filter x bin x class, the activation sum,
-  the zero and element counts (all ``dist_reduce_fx="sum"``), whose size depends on
-  filters x bins x classes only, never on the number of samples.
+* :class:`FilterHistogram`: the joint histogram filter x bin x class and the activation
+  sum (``dist_reduce_fx="sum"``), whose size depends on filters x bins x classes only,
+  never on the number of samples;
+* :class:`ZeroCount`: exactly-zero and total elements of each filter's feature map
+  (``dist_reduce_fx="sum"``), for APoZ.
 
-All filters of all tapped layers live side by side in one flat state (layer ``i`` owns
-filters ``offsets[i]:offsets[i+1]``), so one batch costs one vectorised binning and one
-``scatter_add_`` for the whole network, and one all-gather per state per epoch.
+Each state changes only through its metric's ``update``. All filters of all tapped layers
+live side by side in one flat state (layer ``i`` owns filters ``offsets[i]:offsets[i+1]``),
+so one batch costs one vectorised binning and one ``scatter_add_`` for the whole network,
+and one all-gather per state per epoch.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class FilterHistogram(Metric):
         bin       = clamp(trunc((value - low) * width_inv), 0, num_bins - 1)
 
     so values below ``low`` or above ``high`` land in the first or last bin, and a filter
-    whose range is a single point has all its mass in bin 0.
+    whose range is a single point has all its mass in bin 0. The edges are fixed with
+    :meth:`set_edges` before the first update (they are the same on every rank).
     """
 
     full_state_update = False
@@ -64,9 +68,6 @@ class FilterHistogram(Metric):
         # of one class, far below 2**31.
         self.add_state("counts", torch.zeros(cells, dtype=torch.int32), dist_reduce_fx="sum")
         self.add_state("activation_sum", torch.zeros(num_filters, dtype=torch.float64),
-                       dist_reduce_fx="sum")
-        self.add_state("zeros", torch.zeros(num_filters, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("elements", torch.zeros(num_filters, dtype=torch.float64),
                        dist_reduce_fx="sum")
         self.low: Tensor | None = None
         self.width_inv: Tensor | None = None
@@ -104,16 +105,33 @@ class FilterHistogram(Metric):
         self.counts.scatter_add_(0, flat, self._ones[:flat.numel()])
         self.activation_sum[start:stop] += values.sum(0, dtype=torch.float64)
 
-    def add_zeros(self, start: int, zeros: Tensor, elements: float) -> None:
-        """Add zero counts of filters ``start:start+len(zeros)`` out of ``elements`` each."""
-        stop = start + zeros.numel()
-        self.zeros[start:stop] += zeros.to(torch.float64)
-        self.elements[start:stop] += float(elements)
-
     def compute(self) -> dict[str, Tensor]:
         return {
             "counts": self.counts.view(self.num_filters, self.num_bins, self.num_classes).clone(),
             "activation_sum": self.activation_sum.clone(),
-            "zeros": self.zeros.clone(),
-            "elements": self.elements.clone(),
         }
+
+
+class ZeroCount(Metric):
+    """Exactly-zero elements of each filter's feature map, and the elements seen."""
+
+    full_state_update = False
+    higher_is_better = None
+
+    def __init__(self, num_filters: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("zeros", torch.zeros(num_filters, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("elements", torch.zeros(num_filters, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+
+    def update(self, nonzero: Tensor, elements: Tensor) -> None:
+        """Fold in ``elements [filters]`` elements seen, ``nonzero [filters]`` of them not 0."""
+        elements = elements.to(self.elements)
+        self.elements += elements
+        self.zeros += elements - nonzero.to(self.zeros)
+
+    def compute(self) -> dict[str, Tensor]:
+        return {"zeros": self.zeros.clone(), "elements": self.elements.clone()}
+
+
+__all__ = ["ActivationRange", "FilterHistogram", "ZeroCount"]

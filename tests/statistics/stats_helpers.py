@@ -1,9 +1,8 @@
-"""Helpers for the EntropyStatistics tests: hand-made networks, an independent recorder of
-tap activations, NumPy/SciPy/scikit-learn references, and the DDP script.
+"""Helpers for the statistics, scoring and EntropyStatistics tests: hand-made networks, an
+independent recorder of tap activations, NumPy/SciPy/scikit-learn references, and the
+set-up the DDP script (``tests/scripts/stats_ddp.py``) and its test share.
 
-Run as a script (``python tests/stats_helpers.py ddp OUT_DIR``) it validates a small
-network with two collectors under ``strategy="ddp"`` on two CPU processes and saves what
-every rank ends with; Lightning re-launches this same command for rank 1.
+Tests in other folders import it with ``sys.path.insert(0, str(STATS_TESTS))``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from sklearn.metrics import mutual_info_score
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -104,7 +103,7 @@ class Recorder(L.Callback):
         self.labels: list[np.ndarray] = []
         self.outputs: list[np.ndarray] = []
         self._handles = []
-        self._on = False
+        self._on = self._in_step = False
 
     def on_validation_epoch_start(self, trainer, pl_module):
         if trainer.sanity_checking:
@@ -117,7 +116,7 @@ class Recorder(L.Callback):
 
     def _hook(self, layer):
         def hook(module, inputs, output):
-            if not self._on:
+            if not self._in_step:
                 return
             x = output.detach()
             fn = self.transform.get(layer)
@@ -133,12 +132,16 @@ class Recorder(L.Callback):
         return hook
 
     def _out_hook(self, module, inputs, output):
-        if self._on:
+        if self._in_step:
             self.outputs.append(output.detach().numpy().copy())
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._in_step = self._on  # only the validation steps' forward passes
         if self._on and isinstance(batch, (list, tuple)) and len(batch) > 1:
             self.labels.append(batch[1].numpy().copy())
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._in_step = False
 
     def on_validation_epoch_end(self, trainer, pl_module):
         for h in self._handles:
@@ -223,23 +226,3 @@ def collected(stats: EntropyStatistics) -> dict:
                    "zeros": s.zeros.clone(), "elements": s.elements.clone(),
                    "low": s.low.clone(), "high": s.high.clone()}
             for name, s in stats.statistics().items()}
-
-
-def run_ddp(out_dir: str) -> None:
-    torch.set_num_threads(1)
-    collectors = ddp_collectors()
-    t = trainer(collectors, strategy="ddp", devices=2)
-    t.validate(ddp_model(), ddp_data(DDP_BATCH_PER_RANK), verbose=False)
-    result = {"rank": t.global_rank, "world_size": t.world_size,
-              "num_val_batches": list(t.num_val_batches),
-              "has_statistics": [c.has_statistics for c in collectors],
-              "stats": [collected(c) for c in collectors],
-              "scores": [c.scores("conditional_entropy") for c in collectors]}
-    torch.save(result, Path(out_dir) / f"rank{t.global_rank}.pt")
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "ddp":
-        run_ddp(sys.argv[2])
-    else:
-        raise SystemExit("usage: python tests/stats_helpers.py ddp OUT_DIR")

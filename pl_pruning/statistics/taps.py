@@ -4,8 +4,9 @@ Rule: the tap is the output of the BatchNorm and the activation that follow the
 convolution, where there are such, else the convolution's own output. "Follows" means
 single-consumer data flow, found by tracing the model with ``torch.fx``:
 
-1. start at the convolution's node; if its only consumer is a ``BatchNorm`` module (called
-   once per forward, ``num_features == out_channels``), move to it;
+1. start at the convolution's node; if its only consumer is the convolution's BatchNorm
+   (:attr:`~pl_pruning.pruning.graph.NetworkGraph.batchnorm_of`, called once per
+   forward), move to it;
 2. if the only consumer of where we are is an element-wise activation (a module such as
    ``nn.ReLU``, or a function such as ``F.relu``), the tap is after it.
 
@@ -21,7 +22,7 @@ the shortcut's 1x1 convolution.
 
 Where a part of the model cannot be traced (data-dependent control flow), its children are
 traced one by one; a convolution no trace covers falls back to its ``nn.Sequential``
-siblings (``conv, BatchNorm, activation`` in a row), else to its own output.
+siblings (``conv``, its BatchNorm, an activation in a row), else to its own output.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ import copy
 import functools
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-BATCHNORMS = (nn.modules.batchnorm._BatchNorm,)
+from pl_pruning.errors import PlPruningError
+
 NONNEGATIVE_MODULES = (nn.ReLU, nn.ReLU6)
 ACTIVATION_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -55,13 +57,6 @@ ACTIVATION_METHODS: dict[str, tuple[Callable[[Tensor], Tensor], bool]] = {
     "relu": (torch.relu, True), "relu_": (torch.relu, True), "sigmoid": (torch.sigmoid, False),
     "sigmoid_": (torch.sigmoid, False), "tanh": (torch.tanh, False), "tanh_": (torch.tanh, False),
 }
-# modules and functions a filter's channel passes through unchanged in meaning, on its
-# way to the convolutions that consume it (for the MACs a removed filter saves)
-CHANNELWISE_MODULES = (
-    *BATCHNORMS, *ACTIVATION_MODULES, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d, nn.Identity,
-)
-
 
 @dataclass
 class TapPoint:
@@ -74,7 +69,6 @@ class TapPoint:
         activation: the activation applied by the hook itself (a function, or the name of a
             shared activation module), when the hook is not on the activation; else None.
         nonnegative: the tapped values are >= 0 (after a ReLU), which makes counting zeros cheaper.
-        consumers: convolutions that take this layer's filters as input channels directly.
         how: ``"fx"`` or ``"sequential"`` (fallback) or ``"none"`` (untraced, own output).
     """
 
@@ -83,9 +77,7 @@ class TapPoint:
     kind: str
     activation: Callable[[Tensor], Tensor] | str | None = None
     nonnegative: bool = False
-    consumers: tuple[str, ...] = ()
     how: str = "fx"
-    notes: list[str] = field(default_factory=list)
 
     def transform(self, root: nn.Module) -> Callable[[Tensor], Tensor] | None:
         """What the hook applies to the module output before pooling (None: nothing)."""
@@ -97,15 +89,36 @@ class TapPoint:
         return act.forward
 
 
-def plan_taps(root: nn.Module, layers: list[str]) -> dict[str, TapPoint]:
-    """The tap point of every convolution in ``layers`` (names relative to ``root``)."""
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """Every ``nn.Conv2d`` of ``model`` with its name (each module once)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def no_conv_error(model: nn.Module) -> PlPruningError:
+    kinds = sorted({type(m).__name__ for m in model.modules() if m is not model})
+    return PlPruningError(
+        f"model {type(model).__name__} has no nn.Conv2d (its modules: {', '.join(kinds) or 'none'}); "
+        "filter pruning scores the output filters of nn.Conv2d layers, so a model with at "
+        "least one nn.Conv2d is required")
+
+
+def plan_taps(root: nn.Module, layers: list[str], batchnorm_of: Mapping[str, str]
+              ) -> dict[str, TapPoint]:
+    """The tap point of every convolution in ``layers`` (names relative to ``root``).
+
+    Args:
+        root: the model.
+        layers: names of ``nn.Conv2d`` modules of ``root``.
+        batchnorm_of: ``{conv name: the BatchNorm that consumes its output}``, from
+            :class:`~pl_pruning.pruning.graph.NetworkGraph` of ``root``.
+    """
     plans: dict[str, TapPoint] = {}
     wanted = set(layers)
     for prefix, module, graph in _traced_parts(root, wanted):
-        plans.update(_plan_graph(root, prefix, module, graph, wanted - set(plans)))
+        plans.update(_plan_graph(prefix, module, graph, wanted - set(plans), batchnorm_of))
     for name in layers:
         if name not in plans:
-            plans[name] = _plan_sequential(root, name)
+            plans[name] = _plan_sequential(root, name, batchnorm_of)
     return {name: plans[name] for name in layers}
 
 
@@ -137,8 +150,8 @@ def _single_user(node: fx.Node) -> fx.Node | None:
     return users[0] if len(users) == 1 else None
 
 
-def _plan_graph(root: nn.Module, prefix: str, part: nn.Module, graph: fx.Graph,
-                wanted: set[str]) -> dict[str, TapPoint]:
+def _plan_graph(prefix: str, part: nn.Module, graph: fx.Graph, wanted: set[str],
+                batchnorm_of: Mapping[str, str]) -> dict[str, TapPoint]:
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     nodes_of: dict[str, list[fx.Node]] = {}
     for n in graph.nodes:
@@ -153,16 +166,13 @@ def _plan_graph(root: nn.Module, prefix: str, part: nn.Module, graph: fx.Graph,
         nodes = nodes_of.get(name)
         if not nodes:
             continue
-        conv = root.get_submodule(name)
-        if len(nodes) > 1:
-            plans[name] = TapPoint(name, name, "conv", how="fx",
-                                   notes=[f"called {len(nodes)} times per forward: every call counted"])
+        if len(nodes) > 1:  # called several times per forward: every call is counted
+            plans[name] = TapPoint(name, name, "conv", how="fx")
             continue
         node, tap = nodes[0], TapPoint(name, name, "conv", how="fx")
         user = _single_user(node)
-        bn = module_of(user) if user is not None else None
-        if (isinstance(bn, BATCHNORMS) and calls[user.target] == 1
-                and bn.num_features == conv.out_channels):
+        if (user is not None and user.op == "call_module" and calls[user.target] == 1
+                and prefix + user.target == batchnorm_of.get(name)):
             node, tap.module, tap.kind = user, prefix + user.target, "batchnorm"
         user = _single_user(node)
         if user is not None:
@@ -173,13 +183,10 @@ def _plan_graph(root: nn.Module, prefix: str, part: nn.Module, graph: fx.Graph,
                     tap.module = prefix + user.target
                 else:  # a shared module: hook where we are, apply a copy of it
                     tap.activation = prefix + user.target
-                node = user
             else:
                 fn = _activation_function(user)
                 if fn is not None:
                     tap.kind, tap.activation, tap.nonnegative = "activation", fn[0], fn[1]
-                    node = user
-        tap.consumers = tuple(_consumers(node, part, prefix))
         plans[name] = tap
     return plans
 
@@ -201,26 +208,10 @@ def _activation_function(node: fx.Node) -> tuple[Callable[[Tensor], Tensor], boo
     return fn, nonneg
 
 
-def _consumers(start: fx.Node, part: nn.Module, prefix: str) -> Iterator[str]:
-    """Convolutions reached from ``start`` through channel-wise modules and activations."""
-    seen, stack = set(), list(start.users)
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        module = part.get_submodule(node.target) if node.op == "call_module" else None
-        if isinstance(module, nn.Conv2d):
-            yield prefix + node.target
-        elif isinstance(module, CHANNELWISE_MODULES) or _activation_function(node) is not None:
-            stack.extend(node.users)
-
-
-def _plan_sequential(root: nn.Module, name: str) -> TapPoint:
-    """Fallback without a trace: ``conv, BatchNorm, activation`` siblings in a Sequential."""
+def _plan_sequential(root: nn.Module, name: str, batchnorm_of: Mapping[str, str]) -> TapPoint:
+    """Fallback without a trace: ``conv``, its BatchNorm, an activation: siblings in a Sequential."""
     parent_name, _, attr = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
-    conv = root.get_submodule(name)
     tap = TapPoint(name, name, "conv", how="none")
     if not isinstance(parent, nn.Sequential):
         return tap
@@ -229,14 +220,21 @@ def _plan_sequential(root: nn.Module, name: str) -> TapPoint:
     index = [n for n, _ in children].index(attr)
     registered = Counter(id(m) for _, m in root.named_modules(remove_duplicate=False))
     rest = children[index + 1:]
-    if rest and isinstance(rest[0][1], BATCHNORMS) and rest[0][1].num_features == conv.out_channels:
-        tap.module, tap.kind = f"{parent_name}.{rest[0][0]}" if parent_name else rest[0][0], "batchnorm"
+
+    def sibling(attr: str) -> str:
+        return f"{parent_name}.{attr}" if parent_name else attr
+
+    if rest and sibling(rest[0][0]) == batchnorm_of.get(name):
+        tap.module, tap.kind = sibling(rest[0][0]), "batchnorm"
         rest = rest[1:]
     if rest and isinstance(rest[0][1], ACTIVATION_MODULES):
-        act_name = f"{parent_name}.{rest[0][0]}" if parent_name else rest[0][0]
+        act_name = sibling(rest[0][0])
         tap.kind, tap.nonnegative = "activation", isinstance(rest[0][1], NONNEGATIVE_MODULES)
         if registered[id(rest[0][1])] == 1:
             tap.module = act_name
         else:
             tap.activation = act_name
     return tap
+
+
+__all__ = ["TapPoint", "conv_layers", "no_conv_error", "plan_taps"]

@@ -25,15 +25,15 @@ from stats_helpers import (  # noqa: E402
     trainer,
 )
 
-HELPER = Path(__file__).parent / "stats_helpers.py"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "stats_ddp.py"
 
 
 @pytest.mark.slow
 def test_two_ddp_ranks_match_one_process(tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     env.pop("LOCAL_RANK", None)
-    proc = subprocess.run([sys.executable, str(HELPER), "ddp", str(tmp_path)], env=env,
-                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env,
+                          cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]

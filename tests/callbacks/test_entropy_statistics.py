@@ -1,10 +1,11 @@
-"""EntropyStatistics: statistics against independent references, tap points, bin edges,
-errors, surgery, logging and state."""
+"""EntropyStatistics: statistics against independent references, bin edges, errors,
+surgery, logging, state, and a user's own criterion."""
 
 from __future__ import annotations
 
 import csv
 import sys
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
+from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import TensorDataset
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "statistics"))
 from stats_helpers import (  # noqa: E402
     HandMadeNet,
     Recorder,
@@ -33,6 +35,12 @@ from stats_helpers import (  # noqa: E402
 from pl_pruning import ImageClassifier, PlPruningError, build_model  # noqa: E402
 from pl_pruning.callbacks import EntropyStatistics  # noqa: E402
 from pl_pruning.data import DigitsDataModule  # noqa: E402
+from pl_pruning.scoring.criteria import _REGISTRY as _registry  # noqa: E402
+from pl_pruning.scoring.criteria import CRITERIA, Criterion, register_criterion  # noqa: E402
+
+
+def _unregister(name: str) -> None:
+    _registry.pop(name, None)
 
 SMALL_CNN_TAPS = {"net.features.0": "net.features.2", "net.features.3": "net.features.5",
                   "net.features.7": "net.features.9"}
@@ -59,8 +67,10 @@ def hand_made_model(num_classes: int = 4) -> ImageClassifier:
     (dict(max_batches=0), "max_batches"),
     (dict(calibration_batches=0), "calibration_batches"),
     (dict(num_classes=0), "num_classes"),
-    (dict(layers="net.conv"), "list of module names"),
-    (dict(layers=[]), "non-empty"),
+    (dict(layers="net.conv"), "list of names"),
+    (dict(layers=[]), "must not be empty"),
+    (dict(save_statistics="yes"), "save_statistics must be true or false"),
+    (dict(max_batches=True), "max_batches"),
     (dict(log_criterion="entorpy"), "'entorpy'"),
     (dict(cpu_threads=0), "cpu_threads"),
 ])
@@ -285,55 +295,6 @@ def test_unknown_criterion_or_normalize_in_scores():
         stats.scores(layers=["net.fc"])
 
 
-# ------------------------------------------------------------------ tap points
-
-
-def test_tap_points_resnet_and_shared_activation():
-    stats = EntropyStatistics()
-    stats._prepare(ImageClassifier(build_model("resnet20", width=0.25)))
-    taps = stats.taps
-    assert taps["net.layer1.0.conv1"].module == "net.layer1.0.relu1"
-    assert (taps["net.layer1.0.conv2"].module, taps["net.layer1.0.conv2"].kind) == (
-        "net.layer1.0.bn2", "batchnorm")  # before the residual add
-    assert taps["net.layer2.0.shortcut.0"].module == "net.layer2.0.shortcut.1"
-    assert taps["net.layer1.0.conv1"].consumers == ("net.layer1.0.conv2",)
-    # torchvision reuses one ReLU module three times per block: hook bn1, apply the ReLU
-    stats = EntropyStatistics()
-    stats._prepare(ImageClassifier(build_model("torchvision.resnet18")))
-    tap = stats.taps["net.layer1.0.conv1"]
-    assert (tap.module, tap.kind, tap.activation) == (
-        "net.layer1.0.bn1", "activation", "net.layer1.0.relu")
-
-
-class Gate(nn.Module):
-    """Data-dependent control flow: torch.fx cannot trace it."""
-
-    def forward(self, x):
-        return x if x.sum() > -1e9 else -x
-
-
-class Untraceable(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU(), Gate())
-        self.lonely = nn.Conv2d(4, 4, 1)
-        self.head = nn.Linear(4, 4)
-
-    def forward(self, x):
-        x = self.lonely(self.block(x))
-        return self.head(Gate()(x).mean((2, 3)))
-
-
-def test_untraceable_model_falls_back_to_sequential_siblings():
-    model = ImageClassifier(Untraceable(), num_classes=4)
-    stats = EntropyStatistics()
-    validate(model, loader(hand_made_data()), [stats])
-    taps = stats.taps
-    assert (taps["net.block.0"].module, taps["net.block.0"].how) == ("net.block.2", "sequential")
-    assert (taps["net.lonely"].module, taps["net.lonely"].how) == ("net.lonely", "none")
-    assert stats.has_statistics
-
-
 def test_shared_activation_values_match_manual_computation():
     model = ImageClassifier(build_model("torchvision.resnet18", num_classes=4), num_classes=4).eval()
     layer = "net.layer1.0.conv1"
@@ -429,20 +390,57 @@ def test_data_free_scores_after_setup_only():
     l1 = stats.scores("l1", normalize="none")
     torch.testing.assert_close(l1["net.features.0"],
                                model.net.features[0].weight.detach().abs().sum((1, 2, 3)))
-    with pytest.raises(PlPruningError, match="cost-aware|no statistics"):
+    with pytest.raises(PlPruningError, match="example input"):  # none yet to trace the graph
         stats.scores("l1", normalize="cost-aware")
 
 
-def test_cost_aware_uses_macs_per_filter():
+def test_cost_aware_uses_the_graphs_macs_per_filter():
+    """The model has no example_input_array: the graph is traced with the first batch."""
+    from pl_pruning.pruning.graph import NetworkGraph
+
     stats = EntropyStatistics()
-    validate(digits_model(), DigitsDataModule(), [stats])
-    s = stats.statistics()
+    model = digits_model()
+    assert getattr(model, "example_input_array", None) is None
+    validate(model, DigitsDataModule(), [stats])
+    macs = NetworkGraph.of(model, torch.zeros(1, 1, 8, 8)).macs_per_filter
     # small_cnn width 0.5 on 8x8 digits: conv0 1->16 at 8x8, conv3 16->32 at 8x8, pool,
     # conv7 32->32 at 4x4; a filter costs its kernel plus one input channel downstream
-    assert s["net.features.0"].macs_per_filter == 1 * 9 * 64 + 32 * 9 * 64
-    assert s["net.features.3"].macs_per_filter == 16 * 9 * 64 + 32 * 9 * 16
-    assert s["net.features.7"].macs_per_filter == 32 * 9 * 16
+    assert macs["net.features.0"] == 1 * 9 * 64 + 32 * 9 * 64
+    assert macs["net.features.3"] == 16 * 9 * 64 + 32 * 9 * 16
+    assert macs["net.features.7"] == 32 * 9 * 16
     per = stats.scores(normalize="per-layer")
     cost = stats.scores(normalize="cost-aware")
+    mean_cost = sum(macs[n] for n in per) / len(per)
     for name in per:
+        torch.testing.assert_close(cost[name], per[name] * (mean_cost / macs[name]))
         assert torch.equal(per[name].argsort(stable=True), cost[name].argsort(stable=True))
+
+
+class PeakMass(Criterion):
+    """A user's criterion: the share of samples in a filter's most populated bin."""
+
+    def layer_scores(self, name, stats, module):
+        p = stats.counts.sum(-1).double()
+        return (p.max(-1).values / p.sum(-1)).float()
+
+
+def test_a_registered_custom_criterion_scores_after_a_real_validation():
+    register_criterion("peak_mass", PeakMass)
+    try:
+        assert PeakMass.name == "peak_mass" and "peak_mass" in CRITERIA
+        stats = EntropyStatistics(num_bins=8, log_criterion="peak_mass")
+        t = trainer([stats], logger=[CSVLogger(tempfile.mkdtemp(), name="csv")])
+        t.validate(digits_model(), DigitsDataModule(), verbose=False)
+        scores = stats.scores("peak_mass", normalize="none")
+        for name, s in stats.statistics().items():
+            p = s.counts.sum(-1).double()
+            expected = (p.max(-1).values / p.sum(-1)).float()
+            assert torch.equal(scores[name], expected) and 1 / 8 <= expected.min() <= expected.max() <= 1
+        assert scores["net.features.3"].std() > 0  # the layer's filters differ
+        key = "entropy_stats/net.features.3/peak_mass_mean"
+        assert t.callback_metrics[key].item() == pytest.approx(scores["net.features.3"].mean().item())
+        per_layer = stats.scores("peak_mass")  # the one normalisation applies to it too
+        torch.testing.assert_close(per_layer["net.features.3"],
+                                   scores["net.features.3"] / scores["net.features.3"].mean())
+    finally:
+        _unregister("peak_mass")

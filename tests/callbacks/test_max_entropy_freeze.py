@@ -73,10 +73,32 @@ def test_frozen_filters_have_the_highest_entropy(digits_model):
         assert scores[idx].min() >= scores[rest].max()
 
 
-def test_bad_fraction_is_named():
-    for bad in (-0.1, 1.0, 2):
+def test_bad_arguments_are_named():
+    for bad in (-0.1, 1.0, 2, True):
         with pytest.raises(PlPruningError, match=rf"fraction must be in \[0, 1\), got {bad}"):
             MaxEntropyFreeze(fraction=bad)
+    with pytest.raises(PlPruningError, match="unknown criterion 'entorpy'"):
+        MaxEntropyFreeze(criterion="entorpy")
+    with pytest.raises(PlPruningError, match="enabled must be true or false, got 1"):
+        MaxEntropyFreeze(enabled=1)
+
+
+def test_without_example_input_array_the_first_batch_finds_the_batchnorms(digits_model):
+    model, dm = digits_model
+    model = copy.deepcopy(model)
+    model.example_input_array = None
+    model.hparams.update(optimizer="sgd", lr=0.05, momentum=0.9)
+    freeze = MaxEntropyFreeze(fraction=0.25)
+    recorder = Recorder(freeze)
+    trainer([EntropyStatistics(), freeze, recorder], max_epochs=2).fit(model, datamodule=dm)
+    assert freeze._bn_of == {"net.features.0": "net.features.1", "net.features.3": "net.features.4",
+                             "net.features.7": "net.features.8"}
+    epoch = recorder.epochs[1]
+    assert set(epoch["frozen"]) == set(freeze._bn_of)
+    for conv, idx in epoch["frozen"].items():
+        bn = freeze._bn_of[conv]
+        for key in (f"{conv}.weight", f"{bn}.weight", f"{bn}.bias"):
+            assert torch.equal(epoch["start"][key][idx], epoch["end"][key][idx]), key
 
 
 def test_needs_entropy_statistics(digits_model):
