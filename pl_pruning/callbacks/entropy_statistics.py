@@ -48,26 +48,20 @@ class EntropyStatistics(Callback):
     (one forward pass in eval mode without gradients, once per architecture).
 
     Args:
-        num_bins: bins per filter, >= 2.
-        condition_on: ``"label"`` (the batch's class labels; batches ``(inputs, labels)`` or
+        num_bins, calibration_batches, output_module, cpu_threads: as in
+            :class:`~pl_pruning.statistics.StatisticsCollector` (calibration batches per rank).
+        condition_on: ``"label"`` (the batch's class labels: batches ``(inputs, labels)`` or
             dicts with a ``"y"``/``"label"``/``"target"`` key) or ``"prediction"`` (the
             model's predicted class, for calibration data without labels).
         max_batches: validation batches per rank that are counted (``None``: all).
-        layers: names of the ``nn.Conv2d`` layers to read, relative to the LightningModule
-            as in ``pl_module.named_modules()`` (e.g. ``"net.features.0"``); ``None``: every
-            ``nn.Conv2d``.
+        layers: names of the ``nn.Conv2d`` layers to read, as in ``pl_module.named_modules()``
+            (e.g. ``"net.features.0"``); ``None``: every ``nn.Conv2d``.
         num_classes: number of classes; ``None`` reads ``num_classes`` from the datamodule,
             then the LightningModule's hyperparameters, then the width of the model output.
-        calibration_batches: batches per rank that fix the bin edges, >= 1.
-        output_module: the module whose output holds the class logits (``""``: the
-            LightningModule itself); used for ``condition_on="prediction"``.
         log_criterion: the criterion whose per-layer mean/min/max are logged after each
-            epoch (plus a TensorBoard histogram per layer with a ``TensorBoardLogger``);
-            ``None`` logs nothing.
+            epoch (and a TensorBoard histogram per layer); ``None`` logs nothing.
         csv_path: if set, :meth:`write_csv` writes there after every epoch (global rank 0).
         save_statistics: keep the finished statistics in checkpoints (``state_dict``).
-        cpu_threads: torch threads for the collector's own operations on CPU tensors
-            (restored right after; ``None`` leaves the setting alone).
 
     Raises:
         PlPruningError: ``num_bins < 2``, an unknown ``condition_on`` or ``log_criterion``,

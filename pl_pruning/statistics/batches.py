@@ -62,7 +62,7 @@ def example_input(module: nn.Module, batch: Any = None) -> Tensor | None:
     if isinstance(example, Tensor):
         return example
     x = inputs_from_batch(batch) if batch is not None else None
-    return x[:1].detach() if x is not None and x.dim() > 0 and x.shape[0] > 0 else None
+    return x[:1].detach().clone() if x is not None and x.dim() > 0 and x.shape[0] > 0 else None
 
 
 def logits_of(output: Any, where: str) -> Tensor:
