@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from pl_pruning.errors import PlPruningError, choice_error
 from pl_pruning.models import build_model, model_spec
-from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+from pl_pruning.checkpoint import restore_pruned_shapes
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step", "none")
@@ -101,12 +101,12 @@ class ImageClassifier(L.LightningModule):
         the model is wrapped and its optimizers are built), so the shapes are adapted from
         the state dict here. A LightningModule of your own does the same with one line::
 
-            from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+            from pl_pruning.checkpoint import restore_pruned_shapes
 
             def on_load_checkpoint(self, checkpoint):
                 restore_pruned_shapes(self, checkpoint["state_dict"])
 
-        See :mod:`pl_pruning.pruned_checkpoint` for why shapes come from the state dict.
+        See :mod:`pl_pruning.checkpoint` for why shapes come from the state dict.
         """
         restore_pruned_shapes(self, checkpoint["state_dict"])
 
