@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from pl_pruning.checkpoint import restore_pruned_shapes
 from pl_pruning.errors import PlPruningError, choice_error
 from pl_pruning.models import build_model, model_spec
-from pl_pruning.checkpoint import restore_pruned_shapes
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step", "none")

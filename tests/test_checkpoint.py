@@ -14,13 +14,19 @@ import pytest
 import torch
 from torch import nn
 
+from pl_pruning.checkpoint import (
+    load_pruned,
+    load_weights,
+    read_checkpoint,
+    read_state_dict,
+    restore_pruned_shapes,
+    save_pruned,
+)
 from pl_pruning.data import DigitsDataModule
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
 from pl_pruning.models import build_model, model_spec
 from pl_pruning.module import ImageClassifier
-from pl_pruning.checkpoint import (load_pruned, load_weights, read_checkpoint, read_state_dict,
-                                   restore_pruned_shapes, save_pruned)
 from pl_pruning.surgery import prune_filters, pruning_groups
 
 SCRIPT = Path(__file__).parent / "scripts" / "load_pruned_checkpoint.py"

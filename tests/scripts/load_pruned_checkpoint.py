@@ -17,10 +17,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from pl_pruning.checkpoint import load_pruned
 from pl_pruning.data import DigitsDataModule
 from pl_pruning.measure import channel_counts
 from pl_pruning.module import ImageClassifier
-from pl_pruning.checkpoint import load_pruned
 
 
 def diff(model: torch.nn.Module, x: torch.Tensor, ref: torch.Tensor) -> float:
