@@ -61,10 +61,16 @@ def test_unknown_torchvision_model():
         build_model("torchvision.resnet19")
 
 
-@pytest.mark.parametrize("width", [0, -0.5])
+@pytest.mark.parametrize("width", [0, -0.5, True])
 def test_width_must_be_positive(width):
     with pytest.raises(PlPruningError, match=rf"width must be a number > 0, got {width}"):
         build_model("vgg16", width=width)
+
+
+@pytest.mark.parametrize("num_classes", [0, True, 2.0])
+def test_num_classes_must_be_a_positive_integer(num_classes):
+    with pytest.raises(PlPruningError, match=rf"num_classes must be an integer >= 1, got {num_classes}"):
+        build_model("small_cnn", num_classes=num_classes)
 
 
 def test_torchvision_rejects_grey_input():
