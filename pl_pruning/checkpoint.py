@@ -142,7 +142,7 @@ def read_state_dict(path: str | Path, model: nn.Module | None = None, *,
 
 
 def load_weights(net: nn.Module, path: str | Path, what: str, *, name: str = "path",
-                 weights_only: bool = True) -> None:
+                 weights_only: bool = False) -> None:
     """Load ``path`` into ``net`` as it is built; a checkpoint of another architecture
     (or width) is one clear error that says what the checkpoint was made by.
 
@@ -152,7 +152,8 @@ def load_weights(net: nn.Module, path: str | Path, what: str, *, name: str = "pa
         what: the architecture the caller expects, for the message
             (``"model=small_cnn width=1.0"``).
         name: how the caller's user names the file, for messages.
-        weights_only: see :func:`read_checkpoint`.
+        weights_only: see :func:`read_checkpoint`; ``False`` by default, as Lightning
+            checkpoints of Hydra projects hold OmegaConf objects (a file you trust).
 
     Raises:
         PlPruningError: an unreadable file, or missing, unexpected or mismatched keys.

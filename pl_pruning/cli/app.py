@@ -93,9 +93,8 @@ def build_classifier(cfg: DictConfig, datamodule: L.LightningDataModule) -> Imag
     net = _instantiate(OmegaConf.create(model_cfg), num_classes=datamodule.num_classes,
                        in_channels=datamodule.in_channels)
     if checkpoint:
-        # weights_only=False: Lightning checkpoints of Hydra projects hold OmegaConf objects.
         load_weights(net, checkpoint, what=f"model={model_cfg['name']} width={model_cfg['width']}",
-                     name="model.checkpoint", weights_only=False)
+                     name="model.checkpoint")
     return ImageClassifier(net, num_classes=datamodule.num_classes,
                            input_shape=datamodule.input_shape, **cfg.optim)
 
