@@ -88,7 +88,7 @@ def _setup(args: argparse.Namespace):
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
-    from pl_pruning.checkpoints import load_weights
+    from pl_pruning.checkpoint import load_weights
     from pl_pruning.models import build_model
 
     with initialize_config_module("pl_pruning.conf", version_base="1.3"):
@@ -167,14 +167,14 @@ def run_external(args: argparse.Namespace) -> dict:
     import torch
     from lightning.pytorch.loggers import CSVLogger
 
-    from pl_pruning.measure import measure
+    from pl_pruning.measure import measure_cost
     from pl_pruning.module import ImageClassifier
 
     L.seed_everything(args.seed, workers=True)
     cfg, dm, net = _setup(args)
     example = torch.zeros(1, *dm.input_shape)
     target, steps = _target(args)
-    base_cost = measure(net, torch.zeros(64, *dm.input_shape), latency=True)
+    base_cost = measure_cost(net, torch.zeros(64, *dm.input_shape), latency=True)
     start = time.perf_counter()
     if args.method == "torch_pruning":
         pruned, ratio = torch_pruning_pipeline(net, example, target, steps)
@@ -194,7 +194,7 @@ def run_external(args: argparse.Namespace) -> dict:
         fit = trainer(args.budget)
         fit.fit(model, datamodule=dm)
         acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
-    cost = measure(model.net, torch.zeros(64, *dm.input_shape), latency=True)
+    cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
     block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
                           "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
     return {
