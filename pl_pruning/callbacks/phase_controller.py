@@ -470,7 +470,7 @@ class PhaseController(Callback):
         }
 
     def _rollback(self, trainer: L.Trainer, pl_module: L.LightningModule, rebuild: bool = True) -> None:
-        from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+        from pl_pruning.checkpoint import restore_pruned_shapes
 
         assert self._accepted is not None
         state = self._accepted["model"]
@@ -606,7 +606,7 @@ class PhaseController(Callback):
     def _write_report(self, trainer: L.Trainer, pl_module: L.LightningModule, interrupted: bool = False) -> None:
         if not trainer.is_global_zero:
             return
-        from pl_pruning.pruning_report import write_pruning_report
+        from pl_pruning.reports.pruning_report import write_pruning_report
 
         folder = Path(self.report_dir or trainer.default_root_dir)
         report = self.report()
