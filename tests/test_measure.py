@@ -9,7 +9,7 @@ from torch import nn
 
 from pl_pruning.measure import Cost, channel_counts, compare, count_macs, measure
 from pl_pruning.models import build_model
-from pl_pruning.surgery import prune_filters
+from pl_pruning.pruning.surgery import prune_filters
 
 
 def test_existing_api_still_works_and_new_fields_default_to_none():

@@ -19,7 +19,7 @@ from pl_pruning.measure import channel_counts
 from pl_pruning.models import build_model
 from pl_pruning.module import ImageClassifier
 from pl_pruning.pruned_checkpoint import load_pruned, restore_pruned_shapes, save_pruned
-from pl_pruning.surgery import prune_filters, pruning_groups
+from pl_pruning.pruning.surgery import prune_filters, pruning_groups
 
 SCRIPT = Path(__file__).parent / "scripts" / "load_pruned_checkpoint.py"
 

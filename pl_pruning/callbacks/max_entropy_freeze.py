@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.errors import PlPruningError
-from pl_pruning.layers import following_batchnorms
+from pl_pruning.pruning.graph import NetworkGraph
 
 
 class MaxEntropyFreeze(Callback):
@@ -87,7 +87,7 @@ class MaxEntropyFreeze(Callback):
         if not isinstance(example, Tensor):
             raise PlPruningError("MaxEntropyFreeze needs pl_module.example_input_array (a Tensor) "
                                  "to find the BatchNorm after each convolution")
-        self._bn_of = following_batchnorms(pl_module, example)
+        self._bn_of = NetworkGraph.of(pl_module, example).batchnorm_of
 
     # ------------------------------------------------------------------ hooks
 
