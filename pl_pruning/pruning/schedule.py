@@ -148,22 +148,23 @@ class Network:
 
 @dataclass
 class Schedule:
-    """The decision rule; the settings are :class:`~pl_pruning.callbacks.PhaseController`'s."""
+    """The decision rule. The settings are :class:`~pl_pruning.callbacks.PhaseController`'s
+    (documented, defaulted and validated there)."""
 
     phases: list[str]
-    global_step: float = 0.2
-    layer_step: float = 0.25
-    min_step: float = 0.05
-    max_drop: float = 0.02
-    finetune_epochs: int = 1
-    final_epochs: int = 2
-    mode: str = "max"
-    normalize: str = "per-layer"
-    layer_order: str = "by_score"
-    target_macs: float | None = None
-    max_steps: int | None = None
-    min_channels: int = 1
-    round_to: int | None = None
+    global_step: float
+    layer_step: float
+    min_step: float
+    max_drop: float
+    finetune_epochs: int
+    final_epochs: int
+    mode: str
+    normalize: str
+    layer_order: str
+    target_macs: float | None
+    max_steps: int | None
+    min_channels: int
+    round_to: int | None
 
     def drop(self, run: RunState, metric: float) -> float:
         """How much worse ``metric`` is than the baseline (positive = worse)."""
