@@ -1,3 +1,3 @@
-from pl_pruning.app import main
+from pl_pruning.cli.app import main
 
 main()

@@ -1,4 +1,11 @@
-"""One exception type for bad input that a user can fix."""
+"""One exception type for bad input that a user can fix.
+
+``PlPruningError`` means *bad input*: a value, a file or a setup the user chose and can
+change (the message names it and, where there is a list, what is allowed). The command
+line prints it as one line and exits with status 2. A failure of the program itself
+raises an ordinary exception (``RuntimeError``, ``AssertionError``, ...), which keeps its
+traceback everywhere.
+"""
 
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from pl_pruning.errors import PlPruningError
+from pl_pruning.modes import eval_mode
+from pl_pruning.validate import check_number
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
@@ -32,19 +34,6 @@ class OnnxExport:
     max_abs_diff: float | None  # None when the check was skipped
     opset: int
     dynamo: bool
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """``model`` in eval mode for the block; every module's flag put back after (no copy,
-    so a LightningModule attached to a Trainer works too)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -77,12 +66,18 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Tensor, *,
         dynamo: use ``torch.export`` (the supported exporter since PyTorch 2.9); ``False``
             uses the older TorchScript exporter (faster, deprecated by PyTorch).
         check: run the file in ONNX Runtime on ``example_inputs`` and compare.
-        atol: the largest max abs difference accepted by the check.
+        atol: the largest max abs difference accepted by the check, >= 0.
 
     Raises:
-        PlPruningError: the ONNX packages are missing, or ONNX Runtime's outputs differ
-            from PyTorch's by more than ``atol``.
+        PlPruningError: the ONNX packages are missing, or ``atol < 0``.
+        RuntimeError: ONNX Runtime's outputs differ from PyTorch's by more than ``atol``
+            (the exported file does not compute what the model computes).
+
+    Example::
+
+        export_onnx(pruned_net, "pruned.onnx", torch.zeros(1, 3, 32, 32)).max_abs_diff
     """
+    check_number("atol", atol, 0.0)
     _require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +101,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Tensor, *,
     if check:
         diff = onnx_max_abs_diff(model, path, x)
         if not diff <= atol:
-            raise PlPruningError(f"ONNX Runtime's outputs of {path} differ from PyTorch's by "
+            raise RuntimeError(f"ONNX Runtime's outputs of {path} differ from PyTorch's by "
                                  f"{diff:.3g} > atol={atol}")
     return OnnxExport(path=path, max_abs_diff=diff, opset=opset, dynamo=dynamo)
 

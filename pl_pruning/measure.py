@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
-from pl_pruning.errors import PlPruningError
+from pl_pruning.modes import eval_mode
+from pl_pruning.validate import check_int
 
 
 @dataclass
@@ -47,15 +48,10 @@ class Cost:
 
 def count_macs(model: nn.Module, example_inputs: Tensor) -> int:
     """Multiply-accumulates of one forward pass of ONE sample (the first of the batch),
-    the unit of the pruning literature."""
-    example_inputs = example_inputs[:1]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(example_inputs)
-    finally:
-        model.train(was_training)
+    the unit of the pruning literature. Counted in eval mode; every module's train/eval
+    flag is put back after (a BatchNorm frozen in eval mode stays frozen)."""
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example_inputs[:1])
     return int(counter.get_total_flops()) // 2
 
 
@@ -76,7 +72,8 @@ def measure_latency(model: nn.Module, example_inputs: Tensor, num_threads: int =
 
 
 def channel_counts(model: nn.Module) -> dict[str, int]:
-    """Out channels of every Conv layer and out features of every Linear, by name."""
+    """Out channels of every Conv layer and out features of every Linear, by name: THE
+    one definition of a layer's width (the pruning graph's ``channels`` too)."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.conv._ConvNd):
@@ -116,7 +113,7 @@ def measure_onnx_latency(model: nn.Module, example_inputs: Tensor, num_threads: 
         return _time(run, num_threads, min_run_time) * 1e3
 
 
-def measure(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
+def measure_cost(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
             latency: bool = True, min_run_time: float = 0.5, onnx: bool = False,
             per_layer: bool = False) -> Cost:
     """MACs, parameters and (optionally) latency of ``model`` on ``example_inputs``.
@@ -131,6 +128,11 @@ def measure(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
         onnx: also time the model in ONNX Runtime (``onnx_latency_ms``); needs the
             ``onnx`` extra and ``latency=True``.
         per_layer: also record the channel count of every layer (``channels``).
+
+    Example::
+
+        cost = pl_pruning.measure_cost(net, torch.zeros(64, 3, 32, 32))
+        cost.macs, cost.params, cost.latency_ms
     """
     example_inputs = example_inputs.to(next(model.parameters()).device)
     return Cost(
@@ -214,11 +216,13 @@ def compare(before: nn.Module, after: nn.Module, example_inputs: Tensor, num_thr
         latency: time the models (eager PyTorch).
         onnx: also time them in ONNX Runtime (exported to a temporary folder).
         min_run_time: seconds of timing per model and runtime, at least.
-        rounds: interleaved rounds.
+        rounds: interleaved rounds, >= 1.
+
+    Raises:
+        PlPruningError: ``rounds < 1``.
     """
-    if rounds < 1:
-        raise PlPruningError(f"rounds must be >= 1, got {rounds!r}")
-    costs = [measure(m, example_inputs, num_threads, latency=False, per_layer=True)
+    check_int("rounds", rounds, 1)
+    costs = [measure_cost(m, example_inputs, num_threads, latency=False, per_layer=True)
              for m in (before, after)]
     if latency:
         runners: dict[str, list[Callable[[], object]]] = {}

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from pl_pruning.errors import PlPruningError, choice_error
+from pl_pruning.checkpoint import restore_pruned_shapes
+from pl_pruning.errors import PlPruningError
 from pl_pruning.models import build_model, model_spec
-from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+from pl_pruning.validate import check_choice, check_number
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step", "none")
@@ -38,6 +39,11 @@ class ImageClassifier(L.LightningModule):
 
     Raises:
         PlPruningError: an unknown optimizer or scheduler, or ``lr <= 0``.
+
+    Example::
+
+        model = ImageClassifier(build_model("small_cnn", in_channels=1), input_shape=(1, 8, 8))
+        L.Trainer(max_epochs=5).fit(model, datamodule=DigitsDataModule())
     """
 
     def __init__(self, net: nn.Module | Mapping[str, Any], num_classes: int | None = None,
@@ -46,12 +52,9 @@ class ImageClassifier(L.LightningModule):
                  nesterov: bool = True, scheduler: str = "cosine", step_size: int = 30,
                  gamma: float = 0.1) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise choice_error("optimizer", optimizer, OPTIMIZERS)
-        if scheduler not in SCHEDULERS:
-            raise choice_error("scheduler", scheduler, SCHEDULERS)
-        if not lr > 0:
-            raise PlPruningError(f"lr must be > 0, got {lr!r}")
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        check_choice("scheduler", scheduler, SCHEDULERS)
+        check_number("lr", lr, 0.0, low_open=True)
         if isinstance(net, Mapping):
             net = build_model(**net)
         spec = model_spec(net)
@@ -101,12 +104,12 @@ class ImageClassifier(L.LightningModule):
         the model is wrapped and its optimizers are built), so the shapes are adapted from
         the state dict here. A LightningModule of your own does the same with one line::
 
-            from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+            from pl_pruning.checkpoint import restore_pruned_shapes
 
             def on_load_checkpoint(self, checkpoint):
                 restore_pruned_shapes(self, checkpoint["state_dict"])
 
-        See :mod:`pl_pruning.pruned_checkpoint` for why shapes come from the state dict.
+        See :mod:`pl_pruning.checkpoint` for why shapes come from the state dict.
         """
         restore_pruned_shapes(self, checkpoint["state_dict"])
 

@@ -6,6 +6,7 @@ import onnx
 import pytest
 import torch
 
+from pl_pruning import export
 from pl_pruning.errors import PlPruningError
 from pl_pruning.export import export_onnx, onnx_max_abs_diff, run_onnx
 from pl_pruning.models import build_model
@@ -48,8 +49,13 @@ def test_lightning_module_and_the_torchscript_exporter(tmp_path):
     assert module.training and module.net.features[4].training  # mode put back
 
 
-def test_mismatch_beyond_atol_is_an_error(tmp_path):
+def test_mismatch_beyond_atol_is_an_error_and_a_negative_atol_bad_input(tmp_path, monkeypatch):
     x = torch.randn(2, 1, 8, 8)
     net = build_model("small_cnn", in_channels=1).eval()
-    with pytest.raises(PlPruningError, match=r"differ from PyTorch.s by .* > atol=-1.0"):
+    with pytest.raises(PlPruningError, match="atol must be >= 0, got -1.0"):
         export_onnx(net, tmp_path / "n.onnx", x, atol=-1.0, dynamo=False)
+    # a file that does not compute what the model computes is a failure, not bad input
+    monkeypatch.setattr(export, "onnx_max_abs_diff", lambda *args: 0.5)
+    with pytest.raises(RuntimeError, match=r"differ from PyTorch.s by 0.5 > atol=0.0001") as err:
+        export_onnx(net, tmp_path / "n.onnx", x, dynamo=False)
+    assert not isinstance(err.value, PlPruningError)

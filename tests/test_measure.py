@@ -1,31 +1,63 @@
-"""measure: per-layer channels, ONNX Runtime latency, before/after comparison in one call."""
+"""pl_pruning.measure: MACs from torch's FLOP counter, latency from torch.utils.benchmark (eager
+and ONNX Runtime), per-layer channels, a before/after comparison in one call."""
 
 from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
-from pl_pruning.measure import Cost, channel_counts, compare, count_macs, measure
+import pl_pruning
+from pl_pruning.errors import PlPruningError
+from pl_pruning.measure import Cost, channel_counts, compare, count_macs, measure_cost
 from pl_pruning.models import build_model
 from pl_pruning.pruning.surgery import prune_filters
 
 
 def test_existing_api_still_works_and_new_fields_default_to_none():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 2 * 2, 3))
-    cost = measure(net, torch.zeros(2, 3, 4, 4), latency=False)
+    cost = measure_cost(net, torch.zeros(2, 3, 4, 4), latency=False)
     assert isinstance(cost, Cost)
     assert cost.latency_ms is None and cost.onnx_latency_ms is None and cost.channels is None
     assert set(cost.as_dict()) >= {"macs", "params", "latency_ms", "batch_size", "num_threads"}
     assert Cost(1, 2, None, 1, 1).onnx_latency_ms is None  # positional construction unchanged
 
 
+def test_macs_params_latency_of_a_known_network():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    cost = measure_cost(net, torch.zeros(4, 3, 4, 4), min_run_time=0.05)
+    conv_macs = 8 * 3 * 9 * 4 * 4
+    linear_macs = 8 * 4 * 4 * 5
+    assert cost.macs == conv_macs + linear_macs  # per sample, not per batch
+    assert cost.params == 8 * 3 * 9 + 8 * 16 * 5 + 5
+    assert cost.latency_ms is not None and cost.latency_ms > 0
+    assert cost.batch_size == 4 and cost.num_threads == 1
+
+
+def test_measuring_leaves_every_module_in_its_mode():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))
+    net.train()
+    net[1].eval()  # a BatchNorm frozen on purpose inside a training network
+    stats_before = net[1].running_mean.clone()
+    measure_cost(net, torch.randn(2, 1, 5, 5), latency=False)
+    count_macs(net, torch.randn(2, 1, 5, 5))
+    assert net.training and net[3].training
+    assert not net[1].training  # stays frozen
+    assert torch.equal(net[1].running_mean, stats_before)  # counted in eval mode: no update
+
+
+def test_the_package_exports_the_function_and_keeps_the_module():
+    assert pl_pruning.measure_cost is measure_cost
+    assert pl_pruning.measure.compare is compare  # pl_pruning.measure is the module
+
+
 def test_channel_counts_and_onnx_latency():
     net = build_model("small_cnn", in_channels=1).eval()
     assert channel_counts(net) == {"features.0": 32, "features.3": 64, "features.7": 64,
                                    "classifier": 10}
-    cost = measure(net, torch.zeros(4, 1, 8, 8), min_run_time=0.05, onnx=True, per_layer=True)
+    cost = measure_cost(net, torch.zeros(4, 1, 8, 8), min_run_time=0.05, onnx=True, per_layer=True)
     assert cost.channels == channel_counts(net)
     assert cost.latency_ms > 0 and cost.onnx_latency_ms > 0
 
@@ -50,3 +82,9 @@ def test_compare_before_and_after_in_one_call():
     assert result.as_dict()["ratios"]["macs"] == result.ratios["macs"]
     no_timing = compare(before, after, x, latency=False)
     assert no_timing.before.latency_ms is None and no_timing.ratios["latency"] is None
+
+
+def test_compare_needs_a_round():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3))
+    with pytest.raises(PlPruningError, match="rounds must be an integer >= 1, got 0"):
+        compare(net, net, torch.zeros(1, 1, 4, 4), latency=False, rounds=0)

@@ -53,5 +53,8 @@ def test_bad_options_are_named():
         ImageClassifier(net, optimizer="adam")
     with pytest.raises(PlPruningError, match="unknown scheduler 'linear'"):
         ImageClassifier(net, scheduler="linear")
+    for lr in (0, -0.1, True):  # bool is not a number
+        with pytest.raises(PlPruningError, match=f"lr must be > 0, got {lr!r}"):
+            ImageClassifier(net, lr=lr)
     with pytest.raises(PlPruningError, match="num_classes is required"):
         ImageClassifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))

@@ -31,7 +31,7 @@ from pl_pruning import (
     build_model,
 )
 from pl_pruning.data import ImageFolderDataModule
-from pl_pruning.measure import measure
+from pl_pruning.measure import measure_cost
 
 HERE = Path(__file__).resolve().parent
 ARCHIVE = HERE.parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
@@ -81,7 +81,7 @@ def main() -> None:
     baseline_s = time.perf_counter() - start
     base_acc = test_acc(args, base, dm, out)
     example = torch.zeros(64, 3, 32, 32)
-    base_cost = measure(base.net.cpu(), example, latency=False)
+    base_cost = measure_cost(base.net.cpu(), example, latency=False)
     print(f"baseline: test_acc={base_acc:.4f} MACs={base_cost.macs / 1e6:.1f}M ({baseline_s:.0f}s)")
 
     rows, reports = [], {}
@@ -99,7 +99,7 @@ def main() -> None:
         fit.fit(model, datamodule=dm)
         seconds = time.perf_counter() - start
         acc = test_acc(args, model, dm, out)
-        cost = measure(model.net.cpu(), example, latency=False)
+        cost = measure_cost(model.net.cpu(), example, latency=False)
         steps = [e for e in controller.history if e["phase"] in ("global", "layerwise")]
         rows.append({"setting": name, "phases": "+".join(phases), "baseline_test_acc": round(base_acc, 4),
                      "pruned_test_acc": round(acc, 4), "acc_drop": round(base_acc - acc, 4),

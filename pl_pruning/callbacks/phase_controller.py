@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +26,20 @@ from pl_pruning.pruning.surgery import prune_filters
 from pl_pruning.validate import check_bool, check_choice, check_fraction, check_int, check_names
 from pl_pruning.validate import check_number as check_num
 
+_SETTINGS = frozenset(f.name for f in fields(Schedule))
+
 
 class PhaseController(Callback):
     r"""Drive two-phase pruning from validation to validation (the 2PFPCE loop).
 
-    After every validation it advances a state machine: **baseline** (the first
-    ``monitor`` value is the reference) -> **global** (Phase I: rank the filters of all
-    coupled groups together, remove the lowest ``global_step`` share, fine-tune, accept if
-    the drop from the baseline is at most ``max_drop``, else roll back to the last accepted
-    network and halve the step, until it falls below ``min_step``) -> **layerwise**
-    (Phase II: the same loop one group at a time, in ``layer_order``) -> **final**
-    (fine-tune the accepted network) -> **done**.
-
-    The work is done by :mod:`pl_pruning.pruning` (graph, planner, surgery, optimizer
-    state). Rank 0 takes one :class:`~pl_pruning.pruning.state.Decision` per validation
-    (accept or roll back, the next plan and phase) and broadcasts it once; every rank
-    applies it. After each surgery and rollback the optimizers are rebuilt (the state of
-    surviving channels and the schedulers' progress carried over; under DDP the module
-    is wrapped again). The run state goes into checkpoints; ``history`` lists every step;
-    a report is written to ``report_dir`` at the end.
+    After every validation it advances **baseline -> global (Phase I) -> layerwise
+    (Phase II) -> final -> done** (see :mod:`pl_pruning.pruning.schedule`): a step removes
+    the lowest-scored filters (of all coupled groups together in Phase I, of one group in
+    Phase II), is fine-tuned, and is accepted when ``monitor`` dropped at most ``max_drop``
+    from the baseline, else rolled back with its step halved. Rank 0 takes one
+    :class:`~pl_pruning.pruning.schedule.Decision` per validation and broadcasts it once;
+    every rank applies it (surgery, rollback, optimizers rebuilt with the state of the
+    surviving channels, DDP wrapped again). The run state goes into checkpoints.
 
     Args:
         criterion: a name from :data:`pl_pruning.criteria.CRITERIA`.
@@ -115,6 +111,13 @@ class PhaseController(Callback):
         self.run = RunState(step=self.schedule.global_step)
 
     # ------------------------------------------------------------------ public
+
+    def __getattr__(self, name: str) -> Any:
+        """The schedule's settings read as the controller's own (``controller.max_drop``)."""
+        schedule = self.__dict__.get("schedule")
+        if schedule is not None and name in _SETTINGS:
+            return getattr(schedule, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def state(self) -> str:
@@ -313,7 +316,7 @@ class PhaseController(Callback):
     def _write_report(self, trainer: L.Trainer, pl_module: L.LightningModule, interrupted: bool = False) -> None:
         if not trainer.is_global_zero:
             return
-        from pl_pruning.pruning_report import write_pruning_report
+        from pl_pruning.reports.pruning_report import write_pruning_report
 
         report = {**self.report(), "interrupted": interrupted,
                   "channels": {"before": self.run.baseline_channels, "after": self._conv_channels(pl_module)}}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pl_pruning.errors import PlPruningError
+from pl_pruning.validate import check_int
 
 
 def split_indices(labels: Sequence[int], fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -36,17 +36,11 @@ def split_indices(labels: Sequence[int], fractions: Sequence[float], seed: int) 
 
 def balanced_subset(labels: Sequence[int], per_class: int, seed: int) -> np.ndarray:
     """Indices of ``per_class`` samples of every class (all of a class that has fewer)."""
-    if per_class < 1:
-        raise PlPruningError(f"samples_per_class must be >= 1, got {per_class}")
+    check_int("samples_per_class", per_class, 1)
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
     return np.sort(np.concatenate(chosen))
-
-
-def check_fraction(name: str, value: float) -> None:
-    if not 0 < value < 1:
-        raise PlPruningError(f"{name} must be in (0, 1), got {value!r}")
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -84,8 +78,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None,
                  num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise PlPruningError(f"batch_size must be >= 1, got {batch_size}")
+        check_int("batch_size", batch_size, 1)
+        check_int("num_workers", num_workers, 0)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

@@ -8,9 +8,10 @@ import numpy as np
 from torch.utils.data import Subset
 from torchvision.datasets import CIFAR10
 
-from pl_pruning.data.base import ClassificationDataModule, check_fraction, split_indices
+from pl_pruning.data.base import ClassificationDataModule, split_indices
 from pl_pruning.data.transforms import cifar_transforms
 from pl_pruning.errors import PlPruningError
+from pl_pruning.validate import check_fraction
 
 
 class CIFAR10DataModule(ClassificationDataModule):

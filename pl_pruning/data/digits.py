@@ -6,7 +6,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
-from pl_pruning.data.base import ClassificationDataModule, check_fraction, split_indices
+from pl_pruning.data.base import ClassificationDataModule, split_indices
+from pl_pruning.validate import check_fraction
 
 # Mean and standard deviation of the raw pixel values (0..16) over the whole set.
 DIGITS_MEAN, DIGITS_STD = 4.884, 6.017

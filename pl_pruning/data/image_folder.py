@@ -25,11 +25,11 @@ from torchvision.datasets import ImageFolder
 from pl_pruning.data.base import (
     ClassificationDataModule,
     balanced_subset,
-    check_fraction,
     split_indices,
 )
 from pl_pruning.data.transforms import CIFAR10_MEAN, CIFAR10_STD, cifar_transforms
 from pl_pruning.errors import PlPruningError
+from pl_pruning.validate import check_fraction
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 

@@ -18,6 +18,7 @@ from pl_pruning.errors import PlPruningError, choice_error
 from pl_pruning.models.resnet_cifar import RESNET_DEPTHS, CifarResNet
 from pl_pruning.models.small_cnn import SmallCNN
 from pl_pruning.models.vgg import VGG, VGG_LAYOUTS
+from pl_pruning.validate import check_int, is_number
 
 TORCHVISION_PREFIX = "torchvision."
 SPEC_ATTR = "pl_pruning_spec"
@@ -49,10 +50,9 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, width: f
         PlPruningError: unknown name, ``width <= 0``, ``num_classes < 1``, or an option
             the chosen family does not support.
     """
-    if not isinstance(width, (int, float)) or width <= 0:
+    if not is_number(width) or width <= 0:  # bool is not a number
         raise PlPruningError(f"width must be a number > 0, got {width!r}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise PlPruningError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    check_int("num_classes", num_classes, 1)
     if name in VGG_LAYOUTS:
         net: nn.Module = VGG(VGG_LAYOUTS[name], num_classes, in_channels, width)
     elif name in RESNET_DEPTHS:

@@ -62,7 +62,7 @@ def restore_model(model: nn.Module, state: Mapping[str, Tensor]) -> None:
     """Shapes and weights of ``state`` (a :func:`snapshot`'s ``"model"``) in place: module
     objects stay, so hooks and the names of a dependency graph stay valid; the tensors
     are copied, never shared with ``state``."""
-    from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+    from pl_pruning.checkpoint import restore_pruned_shapes
 
     restore_pruned_shapes(model, state)
     for name, module in model.named_modules():  # biases that compensation created since

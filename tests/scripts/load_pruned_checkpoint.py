@@ -1,4 +1,4 @@
-"""Fresh-process half of the pruned-checkpoint round trip (run by tests/test_pruned_checkpoint.py).
+"""Fresh-process half of the pruned-checkpoint round trip (run by tests/test_checkpoint.py).
 
 Usage: ``python load_pruned_checkpoint.py DIR``. ``DIR`` holds what the test wrote:
 ``pruned.ckpt`` (a Lightning checkpoint of a pruned ImageClassifier), ``pruned.pt``
@@ -17,10 +17,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from pl_pruning.checkpoint import load_pruned
 from pl_pruning.data import DigitsDataModule
 from pl_pruning.measure import channel_counts
 from pl_pruning.module import ImageClassifier
-from pl_pruning.pruned_checkpoint import load_pruned
 
 
 def diff(model: torch.nn.Module, x: torch.Tensor, ref: torch.Tensor) -> float:

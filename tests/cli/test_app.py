@@ -1,12 +1,13 @@
-"""The Hydra app through its real command line."""
+"""The Hydra app (pl_pruning.cli.app) through its real command line."""
 
 import json
 import subprocess
+import sys
 
 import pytest
 import torch
 
-from pl_pruning import build_model, measure
+from pl_pruning import build_model, measure_cost
 
 
 def _run(cli, tmp_path, *overrides, check=True):
@@ -32,7 +33,7 @@ def test_default_run_on_digits_trains_prunes_and_writes_results(cli, tmp_path):
         assert (tmp_path / name).is_file(), name
     assert set(base) >= {"test_acc", "macs", "params", "latency_ms"}
     assert base["test_acc"] > 0.9
-    expected = measure(build_model("small_cnn", in_channels=1), torch.zeros(1, 1, 8, 8), latency=False)
+    expected = measure_cost(build_model("small_cnn", in_channels=1), torch.zeros(1, 1, 8, 8), latency=False)
     assert (base["macs"], base["params"]) == (expected.macs, expected.params)
     assert base["latency_ms"] > 0
     assert results["config"]["model"]["name"] == "small_cnn"
@@ -78,3 +79,34 @@ def test_checkpoint_of_another_architecture_is_refused(cli, tmp_path):
     assert proc.returncode == 2
     assert f"model.checkpoint='{path}' does not fit model=small_cnn width=1.0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_internal_failure_keeps_its_traceback(tmp_path):
+    """Only bad input (PlPruningError) is one line with exit status 2; a bug is not hidden."""
+    code = ("import sys\n"
+            "import pl_pruning.cli.app as app\n"
+            "def run(cfg):\n"
+            "    return {}['a bug']\n"
+            "app.run = run\n"
+            f"sys.argv = ['pl-prune', 'hydra.run.dir={tmp_path}']\n"
+            "app.main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "KeyError: 'a bug'" in proc.stderr
+    assert "pl-prune: error" not in proc.stderr
+
+
+
+def test_console_scripts_point_at_the_cli():
+    import importlib
+    import re
+    from pathlib import Path
+
+    from pl_pruning.cli import app
+    from pl_pruning.reports import sweep
+
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    scripts = dict(re.findall(r'^(pl-prune[\w-]*) = "(.+)"$', text, re.M))
+    resolved = {name: getattr(importlib.import_module(target.split(":")[0]), target.split(":")[1])
+                for name, target in scripts.items()}
+    assert resolved == {"pl-prune": app.main, "pl-prune-report": sweep.main}

@@ -1,4 +1,5 @@
-"""Checkpoints of pruned networks load back into the original, unpruned classes."""
+"""pl_pruning.checkpoint: one reader for every checkpoint file, and pruned networks loaded
+back into their original, unpruned classes."""
 
 from __future__ import annotations
 
@@ -13,12 +14,19 @@ import pytest
 import torch
 from torch import nn
 
+from pl_pruning.checkpoint import (
+    load_pruned,
+    load_weights,
+    read_checkpoint,
+    read_state_dict,
+    restore_pruned_shapes,
+    save_pruned,
+)
 from pl_pruning.data import DigitsDataModule
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
-from pl_pruning.models import build_model
+from pl_pruning.models import build_model, model_spec
 from pl_pruning.module import ImageClassifier
-from pl_pruning.pruned_checkpoint import load_pruned, restore_pruned_shapes, save_pruned
 from pl_pruning.pruning.surgery import prune_filters, pruning_groups
 
 SCRIPT = Path(__file__).parent / "scripts" / "load_pruned_checkpoint.py"
@@ -101,6 +109,51 @@ def test_save_pruned_load_pruned_plain_pytorch(tmp_path):
         assert torch.equal(load_pruned(path, Custom())(x), custom(x))
     with pytest.raises(PlPruningError, match="is not a file"):
         load_pruned(tmp_path / "missing.pt")
+
+
+def test_one_reader_for_the_three_kinds_of_file(tmp_path):
+    net = build_model("small_cnn", in_channels=1)
+    module = ImageClassifier(build_model("small_cnn", in_channels=1), input_shape=(1, 8, 8))
+    trainer = quiet_trainer(max_epochs=0)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "lightning.ckpt")
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    torch.save(module.state_dict(), tmp_path / "module_state.pt")
+    save_pruned(module, tmp_path / "saved.pt")
+
+    lightning = read_checkpoint(tmp_path / "lightning.ckpt", weights_only=False)
+    assert lightning.prefix == "net." and lightning.spec == model_spec(module.net)
+    assert lightning.hyper_parameters["input_shape"] == (1, 8, 8)
+    plain = read_checkpoint(tmp_path / "plain.pt")
+    assert (plain.prefix, plain.spec) == ("", None)
+    assert read_checkpoint(tmp_path / "module_state.pt").prefix == "net."
+    saved = read_checkpoint(tmp_path / "saved.pt")
+    assert saved.prefix == "net." and saved.spec == model_spec(module.net)
+    # keyed for what loads them: a bare network, or the LightningModule itself
+    for path in ("lightning.ckpt", "module_state.pt", "saved.pt"):
+        assert set(read_state_dict(tmp_path / path, weights_only=False)) == set(net.state_dict())
+        assert set(read_state_dict(tmp_path / path, module, weights_only=False)) == set(module.state_dict())
+    torch.save({"not": "weights"}, tmp_path / "other.pt")
+    with pytest.raises(PlPruningError, match=r"path='.*other.pt' holds neither a Lightning checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(PlPruningError, match=r"model.checkpoint='.*junk.pt' is not a readable PyTorch"):
+        read_checkpoint(tmp_path / "junk.pt", name="model.checkpoint")
+
+
+def test_load_weights_names_what_does_not_fit(tmp_path):
+    wide = build_model("small_cnn", in_channels=1, width=2.0)
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    save_pruned(wide, tmp_path / "wide_saved.pt")
+    net = build_model("small_cnn", in_channels=1)
+    with pytest.raises(PlPruningError, match=r"path='.*wide.pt' does not fit small_cnn: .* shape mismatches, "
+                                             r"e.g. features.0.weight: checkpoint \(64, 1, 3, 3\)"):
+        load_weights(net, tmp_path / "wide.pt", what="small_cnn")
+    with pytest.raises(PlPruningError, match=r"it was made by \{'name': 'small_cnn'.*'width': 2.0"):
+        load_weights(net, tmp_path / "wide_saved.pt", what="small_cnn")
+    same = build_model("small_cnn", in_channels=1, width=2.0)
+    load_weights(same, tmp_path / "wide_saved.pt", what="small_cnn width=2")
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), wide.state_dict().values()))
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:

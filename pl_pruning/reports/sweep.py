@@ -1,4 +1,5 @@
-"""The comparison report of a sweep: ``pl-prune-report MULTIRUN_DIR``.
+"""The comparison report of a sweep: ``pl-prune-report MULTIRUN_DIR`` (or
+``python -m pl_pruning.reports.sweep MULTIRUN_DIR``).
 
 Reads every ``results.json`` under a multirun folder (``pl-prune -m ...``), groups the
 jobs into settings by their command-line overrides minus the seed, and writes into the

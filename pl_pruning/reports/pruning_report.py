@@ -1,4 +1,8 @@
-"""The pruning report: JSON, a markdown table and two PNG plots (path and channels)."""
+"""The report of one pruning run: JSON, a markdown table and two PNG plots (path and channels).
+
+Written by :class:`~pl_pruning.PhaseController` at the end of a run from its
+``report()``; the sweep report over many runs is :mod:`pl_pruning.reports.sweep`.
+"""
 
 from __future__ import annotations
 

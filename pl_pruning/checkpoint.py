@@ -1,11 +1,18 @@
-"""Checkpoints of pruned networks that load back into the original, unpruned classes.
+"""Checkpoints: the one reader of checkpoint files, and pruned networks loaded back.
 
-**The choice: shapes are adapted from the state dict, not replayed from a history.**
-A pruned state dict already says everything needed: the shape of every weight. Before
-the weights load, :func:`restore_pruned_shapes` resizes the layers of a freshly built,
-unpruned model (Conv, BatchNorm, Linear, GroupNorm, LayerNorm, PReLU, and any other
-parameter or buffer) to the shapes in the state dict; ``load_state_dict`` then fills
-them. Compared with recording the pruning history and replaying it:
+**One reader.** :func:`read_checkpoint` is the only place that opens a checkpoint file.
+It understands a Lightning ``.ckpt`` (of ``ImageClassifier`` or any LightningModule), a
+file of :func:`save_pruned` and a plain state dict, and answers with the same
+:class:`StoredCheckpoint` for all three; bad files are one :class:`PlPruningError` that
+names the file. :func:`read_state_dict`, :func:`load_weights` (the app's
+``model.checkpoint``) and :func:`load_pruned` stand on it.
+
+**Pruned shapes come from the state dict, not from a replayed history.** A pruned
+state dict already says everything needed: the shape of every weight. Before the weights
+load, :func:`restore_pruned_shapes` resizes the layers of a freshly built, unpruned
+model (Conv, BatchNorm, Linear, GroupNorm, LayerNorm, PReLU, and any other parameter or
+buffer) to the shapes in the state dict; ``load_state_dict`` then fills them. Compared
+with recording the pruning history and replaying it:
 
 * nothing extra has to be saved or kept in sync: checkpoints written by Lightning's
   ``ModelCheckpoint``, by a rollback to an earlier network, or by hand all work;
@@ -24,7 +31,7 @@ For Lightning: ``ImageClassifier.on_load_checkpoint`` calls
 ``ImageClassifier.load_from_checkpoint(path)`` accept checkpoints of pruned models.
 Your own LightningModule does the same with one call::
 
-    from pl_pruning.pruned_checkpoint import restore_pruned_shapes
+    from pl_pruning.checkpoint import restore_pruned_shapes
 
     def on_load_checkpoint(self, checkpoint):
         restore_pruned_shapes(self, checkpoint["state_dict"])
@@ -40,6 +47,7 @@ For plain PyTorch: :func:`save_pruned` / :func:`load_pruned`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +59,126 @@ from pl_pruning.models import build_model, model_spec
 
 FORMAT = "pl_pruning.pruned"
 VERSION = 1
+# ImageClassifier keeps its network at ``.net``: its state-dict keys carry this prefix.
+NET_PREFIX = "net."
 
-__all__ = ["load_pruned", "restore_pruned_shapes", "save_pruned"]
+__all__ = ["StoredCheckpoint", "load_pruned", "load_weights", "read_checkpoint", "read_state_dict",
+           "restore_pruned_shapes", "save_pruned"]
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """What a checkpoint file holds, whichever way it was written.
+
+    Attributes:
+        state_dict: the weights, keys as stored.
+        prefix: ``"net."`` when the keys are those of a LightningModule around its
+            network at ``.net`` (``ImageClassifier``), else ``""``.
+        spec: the :func:`pl_pruning.build_model` arguments of the network, when recorded.
+        hyper_parameters: a Lightning checkpoint's hyper-parameters (else empty).
+    """
+
+    state_dict: dict[str, Tensor]
+    prefix: str = ""
+    spec: dict[str, Any] | None = None
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+
+    def state_for(self, model: nn.Module | None = None) -> dict[str, Tensor]:
+        """The weights keyed for ``model``: the prefix is dropped unless ``model``'s own
+        keys carry it (a LightningModule); with no model, the bare network's keys."""
+        if self.prefix and (model is None or not any(k.startswith(self.prefix) for k in model.state_dict())):
+            return {k[len(self.prefix):]: v for k, v in self.state_dict.items() if k.startswith(self.prefix)}
+        return dict(self.state_dict)
+
+
+def read_checkpoint(path: str | Path, *, weights_only: bool = True, name: str = "path") -> StoredCheckpoint:
+    """Read a Lightning ``.ckpt``, a file of :func:`save_pruned` or a plain state dict.
+
+    Args:
+        path: the file.
+        weights_only: ``torch.load``'s safe mode; a Lightning checkpoint with custom
+            objects in its hyper-parameters or callback states may need ``False``
+            (trusted files only).
+        name: how the caller's user names the file, for messages (``model.checkpoint``).
+
+    Raises:
+        PlPruningError: the file is missing, unreadable, or holds none of the three.
+    """
+    path = Path(path).expanduser()
+    where = f"{name}={str(path)!r}"
+    if not path.is_file():
+        raise PlPruningError(f"{where} is not a file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # any unreadable file: name it, not the pickle internals
+        raise PlPruningError(f"{where} is not a readable PyTorch checkpoint "
+                             f"(weights_only={weights_only}): {err}") from err
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        return StoredCheckpoint(blob["state_dict"], blob.get("prefix", ""), blob.get("spec"))
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), Mapping):  # Lightning
+        state = dict(blob["state_dict"])
+        hparams = dict(blob.get("hyper_parameters") or {})
+        spec = hparams.get("net") if isinstance(hparams.get("net"), Mapping) else None
+        return StoredCheckpoint(state, _prefix_of(state), dict(spec) if spec else None, hparams)
+    if isinstance(blob, dict) and blob and all(isinstance(v, Tensor) for v in blob.values()):
+        return StoredCheckpoint(blob, _prefix_of(blob))
+    raise PlPruningError(f"{where} holds neither a Lightning checkpoint, a file of save_pruned "
+                         "nor a state dict")
+
+
+def _prefix_of(state: Mapping[str, Tensor]) -> str:
+    return NET_PREFIX if any(k.startswith(NET_PREFIX) for k in state) else ""
+
+
+def read_state_dict(path: str | Path, model: nn.Module | None = None, *,
+                    weights_only: bool = True) -> dict[str, Tensor]:
+    """The weights of a checkpoint file keyed for ``model`` (see :meth:`StoredCheckpoint.state_for`).
+
+    Example::
+
+        classifier.load_state_dict(read_state_dict("last.ckpt", classifier))
+    """
+    return read_checkpoint(path, weights_only=weights_only).state_for(model)
+
+
+def load_weights(net: nn.Module, path: str | Path, what: str, *, name: str = "path",
+                 weights_only: bool = False) -> None:
+    """Load ``path`` into ``net`` as it is built; a checkpoint of another architecture
+    (or width) is one clear error that says what the checkpoint was made by.
+
+    Args:
+        net: the network, unpruned, as the caller built it.
+        path: a Lightning ``.ckpt``, a file of :func:`save_pruned` or a state dict.
+        what: the architecture the caller expects, for the message
+            (``"model=small_cnn width=1.0"``).
+        name: how the caller's user names the file, for messages.
+        weights_only: see :func:`read_checkpoint`; ``False`` by default, as Lightning
+            checkpoints of Hydra projects hold OmegaConf objects (a file you trust).
+
+    Raises:
+        PlPruningError: an unreadable file, or missing, unexpected or mismatched keys.
+    """
+    stored = read_checkpoint(path, weights_only=weights_only, name=name)
+    state = stored.state_for(net)
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        made_by = f" (it was made by {stored.spec})" if stored.spec else ""
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing keys, e.g. {missing[:3]}")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:3]}")
+        if mismatched:
+            k = mismatched[0]
+            details.append(f"{len(mismatched)} shape mismatches, e.g. {k}: checkpoint "
+                           f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        raise PlPruningError(f"{name}={str(Path(path).expanduser())!r} does not fit {what}{made_by}: "
+                             + "; ".join(details))
+    net.load_state_dict(state)
+
 
 _NORMS = (nn.modules.batchnorm._NormBase,)
 
@@ -67,7 +193,7 @@ def _param(old: nn.Parameter | None, shape: torch.Size, like: Tensor) -> nn.Para
     return nn.Parameter(_empty_like(old, shape, like), requires_grad=requires_grad)
 
 
-def _plan_module(name: str, m: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Any] | None:
+def _resizing(name: str, m: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Any] | None:
     """Attributes and tensors to set on ``m`` so it matches ``state``; ``None`` if it does."""
     prefix = f"{name}." if name else ""
     new: dict[str, Any] = {}
@@ -140,20 +266,20 @@ def restore_pruned_shapes(module: nn.Module, state_dict: Mapping[str, Tensor]) -
         PlPruningError: a tensor whose number of dimensions differs, or a conv whose
             channel counts do not fit its groups. Nothing is changed then.
     """
-    plans = []
+    changes = []
     for name, m in module.named_modules():
-        plan = _plan_module(name, m, state_dict)
-        if plan is not None:
-            plans.append((name, m, plan))
-    for _, m, plan in plans:  # everything checked above: now change
-        for key, tensor in plan["tensors"].items():
+        change = _resizing(name, m, state_dict)
+        if change is not None:
+            changes.append((name, m, change))
+    for _, m, change in changes:  # everything checked above: now change
+        for key, tensor in change["tensors"].items():
             if key in m._parameters:
                 m._parameters[key] = tensor
             else:
                 m._buffers[key] = tensor
-        for attr, value in plan["attrs"].items():
+        for attr, value in change["attrs"].items():
             setattr(m, attr, value)
-    return [name for name, _, _ in plans]
+    return [name for name, _, _ in changes]
 
 
 def save_pruned(model: nn.Module, path: str | Path) -> Path:
@@ -168,31 +294,11 @@ def save_pruned(model: nn.Module, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     spec, prefix = model_spec(model), ""
     if spec is None and isinstance(getattr(model, "net", None), nn.Module):
-        spec, prefix = model_spec(model.net), "net."
+        spec, prefix = model_spec(model.net), NET_PREFIX
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"format": FORMAT, "version": VERSION, "spec": spec, "prefix": prefix,
                 "state_dict": state}, path)
     return path
-
-
-def _read(path: Path, weights_only: bool) -> tuple[dict[str, Tensor], dict | None, str]:
-    if not path.is_file():
-        raise PlPruningError(f"pruned checkpoint {str(path)!r} is not a file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:
-        raise PlPruningError(f"{str(path)!r} is not a readable PyTorch checkpoint "
-                             f"(weights_only={weights_only}): {err}") from err
-    if isinstance(blob, dict) and blob.get("format") == FORMAT:
-        return blob["state_dict"], blob.get("spec"), blob.get("prefix", "")
-    if isinstance(blob, dict) and "state_dict" in blob:  # a Lightning checkpoint
-        hp = blob.get("hyper_parameters") or {}
-        spec = hp.get("net") if isinstance(hp.get("net"), Mapping) else None
-        return blob["state_dict"], (dict(spec) if spec else None), "net."
-    if isinstance(blob, dict) and all(isinstance(v, Tensor) for v in blob.values()):
-        return blob, None, ""
-    raise PlPruningError(f"{str(path)!r} holds neither a pruned checkpoint, a Lightning checkpoint "
-                         "nor a state dict")
 
 
 def load_pruned(path: str | Path, model: nn.Module | None = None, *, strict: bool = True,
@@ -207,8 +313,7 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, *, strict: boo
             rebuilt with :func:`pl_pruning.build_model` from the arguments saved in the
             file, and the bare network is returned.
         strict: passed to ``load_state_dict``.
-        weights_only: ``torch.load``'s safe mode; Lightning checkpoints with custom
-            objects in their hyper-parameters may need ``False`` (trusted files only).
+        weights_only: see :func:`read_checkpoint`.
 
     Returns:
         ``model`` (or the rebuilt network), resized and loaded, in eval mode.
@@ -216,21 +321,21 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, *, strict: boo
     Raises:
         PlPruningError: an unreadable file, no ``model`` and no saved build arguments,
             or weights that do not fit the model.
+
+    Example::
+
+        net = load_pruned("outputs/.../pruned_model.pt")   # no code of the run needed
     """
-    path = Path(path).expanduser()
-    state, spec, prefix = _read(path, weights_only)
+    stored = read_checkpoint(path, weights_only=weights_only)
     if model is None:
-        if spec is None:
-            raise PlPruningError(f"{str(path)!r} records no build arguments (the network was not "
+        if stored.spec is None:
+            raise PlPruningError(f"path={str(path)!r} records no build arguments (the network was not "
                                  "built by pl_pruning.build_model); pass model=<an unpruned instance>")
-        model = build_model(**spec)
-        if prefix:
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    elif prefix and not any(k.startswith(prefix) for k in model.state_dict()):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        model = build_model(**stored.spec)
+    state = stored.state_for(model)
     restore_pruned_shapes(model, state)
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as err:
-        raise PlPruningError(f"{str(path)!r} does not fit {type(model).__name__}: {err}") from err
+        raise PlPruningError(f"path={str(path)!r} does not fit {type(model).__name__}: {err}") from err
     return model.eval()

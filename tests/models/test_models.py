@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pl_pruning import PlPruningError, build_model, measure
+from pl_pruning import PlPruningError, build_model, measure_cost
 from pl_pruning.models import model_spec
 
 # Li et al. 2017 (Pruning Filters for Efficient ConvNets), CIFAR-10 VGG-16:
@@ -14,20 +14,20 @@ RESNET56_MACS, RESNET56_PARAMS = 125e6, 0.85e6
 
 
 def test_vgg16_matches_literature():
-    cost = measure(build_model("vgg16"), torch.zeros(2, 3, 32, 32), latency=False)
+    cost = measure_cost(build_model("vgg16"), torch.zeros(2, 3, 32, 32), latency=False)
     assert abs(cost.macs - VGG16_MACS) / VGG16_MACS < 0.01
     assert abs(cost.params - VGG16_PARAMS) / VGG16_PARAMS < 0.01
 
 
 def test_resnet56_matches_literature():
-    cost = measure(build_model("resnet56"), torch.zeros(1, 3, 32, 32), latency=False)
+    cost = measure_cost(build_model("resnet56"), torch.zeros(1, 3, 32, 32), latency=False)
     assert abs(cost.macs - RESNET56_MACS) / RESNET56_MACS < 0.01
     assert abs(cost.params - RESNET56_PARAMS) / RESNET56_PARAMS < 0.01
 
 
 def test_width_multiplier_scales_cost():
-    full = measure(build_model("vgg16"), torch.zeros(1, 3, 32, 32), latency=False)
-    half = measure(build_model("vgg16", width=0.5), torch.zeros(1, 3, 32, 32), latency=False)
+    full = measure_cost(build_model("vgg16"), torch.zeros(1, 3, 32, 32), latency=False)
+    half = measure_cost(build_model("vgg16", width=0.5), torch.zeros(1, 3, 32, 32), latency=False)
     # Convolutions scale with width squared (the first with width); about 4x fewer MACs.
     assert 3.5 < full.macs / half.macs < 4.1
 
@@ -61,10 +61,16 @@ def test_unknown_torchvision_model():
         build_model("torchvision.resnet19")
 
 
-@pytest.mark.parametrize("width", [0, -0.5])
+@pytest.mark.parametrize("width", [0, -0.5, True])
 def test_width_must_be_positive(width):
     with pytest.raises(PlPruningError, match=rf"width must be a number > 0, got {width}"):
         build_model("vgg16", width=width)
+
+
+@pytest.mark.parametrize("num_classes", [0, True, 2.0])
+def test_num_classes_must_be_a_positive_integer(num_classes):
+    with pytest.raises(PlPruningError, match=rf"num_classes must be an integer >= 1, got {num_classes}"):
+        build_model("small_cnn", num_classes=num_classes)
 
 
 def test_torchvision_rejects_grey_input():

@@ -1,0 +1,160 @@
+"""Table, plot and findings of the equal-budget comparison, from ``runs/*.json`` only.
+
+    python benchmarks/compare/run.py render
+
+Writes ``results.csv`` (one row per run), ``results.md`` (mean ± std per setting, the
+RQ tables, findings computed from the numbers) and ``accuracy_vs_macs.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+# Which table each setting belongs to (the paper's research questions); anything else
+# lands in "other".
+RQ = {
+    "RQ1 criterion (Phase I + II, freeze, compensation)": [
+        "two_phase", "criterion_entropy", "criterion_mutual_information", "criterion_apoz",
+        "criterion_l1", "criterion_random"],
+    "RQ2 phases": ["two_phase", "global_only", "layerwise_only"],
+    "RQ3 freeze, compensation": ["two_phase", "freeze_off", "compensation_off"],
+    "External baselines at matched MACs": ["two_phase", "torch_pruning", "l1_uniform"],
+}
+GOAL = {"macs_reduction": 3.0, "max_drop_points": 1.0, "budget": 40}
+
+
+def load() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarise(runs: list[dict]) -> dict[str, dict]:
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        by_name[r["name"]].append(r)
+    out = {}
+    for name, rs in by_name.items():
+        acc = _mean_std([r["pruned"]["test_acc"] * 100 for r in rs])
+        drop = _mean_std([r["acc_drop"] * 100 for r in rs])
+        red = _mean_std([r["macs_reduction"] for r in rs])
+        lat = [r["pruned"].get("latency_ms") for r in rs if r["pruned"].get("latency_ms") is not None]
+        base_lat = [r["baseline"].get("latency_ms") for r in rs if r["baseline"].get("latency_ms") is not None]
+        out[name] = {"n": len(rs), "seeds": sorted(r["seed"] for r in rs), "acc": acc, "drop": drop,
+                     "macs_reduction": red, "method": rs[0]["method"],
+                     "latency_ms": statistics.fmean(lat) if lat else None,
+                     "baseline_latency_ms": statistics.fmean(base_lat) if base_lat else None,
+                     "baseline_acc": statistics.fmean(r["baseline"]["test_acc"] * 100 for r in rs)}
+    return out
+
+
+def _pm(ms: tuple[float, float | None], spec: str = ".2f") -> str:
+    mean, std = ms
+    return f"{mean:{spec}}" + (f" ± {std:{spec}}" if std is not None else " (1 seed)")
+
+
+def table(rows: dict[str, dict], names: list[str]) -> list[str]:
+    lines = ["| setting | runs | test acc (%) | drop (points) | MACs reduction | latency (ms/64) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name in names:
+        s = rows.get(name)
+        if s is None:
+            lines.append(f"| {name} | 0 | not run yet | | | |")
+            continue
+        lat = f"{s['latency_ms']:.1f}" if s["latency_ms"] is not None else "-"
+        lines.append(f"| {name} | {s['n']} | {_pm(s['acc'])} | {_pm(s['drop'])} | "
+                     f"{_pm(s['macs_reduction'])}x | {lat} |")
+    return lines
+
+
+def findings(rows: dict[str, dict]) -> list[str]:
+    out = []
+    ours = rows.get("two_phase")
+    if ours is None:
+        return ["- No pl_pruning run yet: nothing to conclude."]
+    red, drop = ours["macs_reduction"][0], ours["drop"][0]
+    met = red >= GOAL["macs_reduction"] and drop <= GOAL["max_drop_points"]
+    out.append(f"- **Goal** ({GOAL['macs_reduction']:.0f}x fewer MACs at <= {GOAL['max_drop_points']:.0f} point lost "
+               f"in {GOAL['budget']} epochs): 2PFPCE as shipped reaches {red:.2f}x at {drop:+.2f} points "
+               f"(mean of {ours['n']} seed(s)): goal {'met' if met else 'NOT met'}.")
+    for other in ("torch_pruning", "l1_uniform"):
+        s = rows.get(other)
+        if s is None:
+            out.append(f"- **{other}**: not run yet.")
+            continue
+        diff = ours["acc"][0] - s["acc"][0]
+        spread = max(x for x in (ours["acc"][1], s["acc"][1], 0.0) if x is not None)
+        if ours["n"] < 2 or s["n"] < 2:
+            verdict = "single seed: no spread to compare against"
+        elif abs(diff) <= spread:
+            verdict = f"a tie within the seed spread ({spread:.2f} points)"
+        else:
+            verdict = f"{'2PFPCE wins' if diff > 0 else '2PFPCE loses'} by more than the seed spread ({spread:.2f})"
+        out.append(f"- **vs {other}** at {s['macs_reduction'][0]:.2f}x: test accuracy {ours['acc'][0]:.2f} "
+                   f"vs {s['acc'][0]:.2f} ({diff:+.2f} points): {verdict}.")
+    return out
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = sorted({r["name"] for r in runs})
+    cmap = plt.get_cmap("tab10")
+    for i, name in enumerate(names):
+        rs = [r for r in runs if r["name"] == name]
+        ax.scatter([r["macs_reduction"] for r in rs], [r["pruned"]["test_acc"] * 100 for r in rs],
+                   color=cmap(i % 10), label=name, s=40, marker="o" if rs[0]["method"] == "pl_pruning" else "s")
+    base = [r["baseline"]["test_acc"] * 100 for r in runs]
+    if base:
+        b = statistics.fmean(base)
+        ax.axhline(b, color="grey", lw=1, ls="--", label=f"converged baseline {b:.2f}%")
+        ax.axhline(b - GOAL["max_drop_points"], color="grey", lw=1, ls=":", label="1 point below")
+    ax.axvline(GOAL["macs_reduction"], color="grey", lw=1, ls=":")
+    ax.set_xlabel("MACs reduction (baseline / pruned)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Equal-budget pruning of converged VGG-16-BN x0.25 (CIFAR-10)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render() -> None:
+    runs = load()
+    rows = summarise(runs)
+    with open(HERE / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "method", "seed", "budget", "baseline_test_acc", "test_acc", "acc_drop",
+                    "macs", "macs_reduction", "params", "latency_ms", "baseline_latency_ms", "wall_s"])
+        for r in runs:
+            w.writerow([r["name"], r["method"], r["seed"], r["budget"], r["baseline"]["test_acc"],
+                        r["pruned"]["test_acc"], round(r["acc_drop"], 4), r["pruned"]["macs"],
+                        round(r["macs_reduction"], 3), r["pruned"]["params"], r["pruned"].get("latency_ms"),
+                        r["baseline"].get("latency_ms"), r.get("wall_s")])
+    md = ["# Equal-budget comparison (generated by `python benchmarks/compare/run.py render`)", ""]
+    md += [f"{len(runs)} runs. Every run starts from the same converged checkpoint and trains "
+           f"{GOAL['budget']} epochs in all. Mean ± standard deviation over seeds; "
+           "'(1 seed)' marks a single run.", ""]
+    for title, names in RQ.items():
+        md += [f"## {title}", "", *table(rows, names), ""]
+    others = sorted(set(rows) - {n for names in RQ.values() for n in names})
+    if others:
+        md += ["## Other settings", "", *table(rows, others), ""]
+    md += ["## Findings (computed from the table)", "", *findings(rows), ""]
+    (HERE / "results.md").write_text("\n".join(md))
+    if runs:
+        plot(runs, HERE / "accuracy_vs_macs.png")
+    print("\n".join(md))

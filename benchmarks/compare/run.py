@@ -1,0 +1,244 @@
+"""Equal-budget comparison on a converged network: 2PFPCE against plain pruning.
+
+Every run starts from the same converged checkpoint (``benchmarks/converged/``), sees the
+same data (the experiment preset's data module: CIFAR-10 JPEG, 45 000 train / 5 000
+validation / 10 000 test, same augmentation) and gets the same number of training epochs
+(``--budget``: pruning steps, fine-tuning and final fine-tune counted together).
+
+    # pl_pruning as shipped (pruning=two_phase), and any ablation as Hydra overrides
+    python benchmarks/compare/run.py pl_pruning --seed 0
+    python benchmarks/compare/run.py pl_pruning --seed 0 --name criterion_l1 pruning.criterion=l1
+    # Torch-Pruning's own pipeline (global GroupMagnitudeImportance p=2, i.e. group norm,
+    # iterative steps) and one-shot uniform L1 (Li et al. 2017), both at the MACs the
+    # matching pl_pruning run reached, then fine-tuned for the whole budget (cosine)
+    python benchmarks/compare/run.py torch_pruning --seed 0 --match two_phase_seed0
+    python benchmarks/compare/run.py l1_uniform --seed 0 --match two_phase_seed0
+    # table, plot and findings from every committed runs/*.json
+    python benchmarks/compare/run.py render
+
+Each run writes ``runs/<name>_seed<seed>.json`` as soon as it ends, so the work can be
+split across sessions; ``render`` rebuilds ``results.csv``, ``results.md`` and
+``accuracy_vs_macs.png`` from whatever is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RUNS = HERE / "runs"
+EXPERIMENT = "converged_vgg16_w025"
+CHECKPOINT = ROOT / "benchmarks" / "converged" / "vgg16_w025_seed0.pt"
+FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr: every method fine-tunes at it
+
+
+def _save(record: dict) -> Path:
+    RUNS.mkdir(exist_ok=True)
+    path = RUNS / f"{record['name']}_seed{record['seed']}.json"
+    path.write_text(json.dumps(record, indent=1))
+    print(f"wrote {path}")
+    return path
+
+
+def _machine() -> str:
+    import torch
+
+    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+# ----------------------------------------------------------------------------- pl_pruning
+
+
+def run_pl_pruning(args: argparse.Namespace) -> dict:
+    """``pl-prune`` from the converged checkpoint with the two_phase preset (+ overrides)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [f"experiment={args.experiment}", f"model.checkpoint={args.checkpoint}",
+                     "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
+                     f"hydra.run.dir={tmp}", "callbacks.rich_progress_bar=null", *args.overrides]
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=ROOT)
+        seconds = time.perf_counter() - start
+        results = json.loads((Path(tmp) / "results.json").read_text())
+        report = json.loads((Path(tmp) / "pruning_report.json").read_text())
+    steps = [e for e in report["history"] if e["phase"] in ("global", "layerwise")]
+    return {
+        "method": "pl_pruning", "overrides": list(args.overrides),
+        "baseline": results["baseline"], "pruned": results["pruned"],
+        "macs_reduction": results["macs_reduction"], "acc_drop": results["acc_drop"],
+        "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
+        "epochs": args.budget, "wall_s": round(seconds, 1), "history": report["history"],
+    }
+
+
+# ----------------------------------------------------------------------------- external baselines
+
+
+def _setup(args: argparse.Namespace):
+    """The experiment's data module and the converged network, exactly as pl-prune builds them."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    from pl_pruning.checkpoint import load_weights
+    from pl_pruning.models import build_model
+
+    with initialize_config_module("pl_pruning.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={args.experiment}", f"seed={args.seed}"])
+    dm = instantiate(cfg.data)
+    net = build_model(cfg.model.name, num_classes=dm.num_classes, in_channels=dm.in_channels,
+                      width=cfg.model.width)
+    load_weights(net, args.checkpoint, what=f"{cfg.model.name} x{cfg.model.width}")
+    return cfg, dm, net
+
+
+def _target(args: argparse.Namespace) -> tuple[float, int]:
+    matched = json.loads((RUNS / f"{args.match}.json").read_text())
+    return float(matched["pruned"]["macs"]), int(matched.get("surgeries") or 1)
+
+
+def _count(net, example) -> int:
+    from pl_pruning.measure import count_macs
+
+    return count_macs(net, example)
+
+
+def _bisect(prune, net, example, target: float, high: float) -> tuple[object, float]:
+    """The pruned copy whose MACs are closest to ``target`` from above or at it."""
+    low, best = 0.0, None
+    for _ in range(14):
+        ratio = (low + high) / 2
+        candidate = prune(copy.deepcopy(net), ratio)
+        if _count(candidate, example) > target:
+            low = ratio
+        else:
+            high, best = ratio, candidate
+    return (best if best is not None else prune(copy.deepcopy(net), high)), high
+
+
+def torch_pruning_pipeline(net, example, target: float, steps: int):
+    """Torch-Pruning as its CIFAR examples run it: MetaPruner, global pruning, group L2
+    magnitude (GroupMagnitudeImportance(p=2), formerly GroupNormImportance), ``steps``
+    iterative steps, the classifier ignored, at most 70% of a layer (their VGG setting)."""
+    import torch_pruning as tp
+    from torch import nn
+
+    def prune(model, ratio):
+        classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      global_pruning=True, pruning_ratio=ratio, iterative_steps=steps,
+                                      max_pruning_ratio=0.7, ignored_layers=[classifier])
+        for _ in range(steps):
+            pruner.step()
+        return model
+    return _bisect(prune, net, example, target, high=0.7)
+
+
+def l1_uniform(net, example, target: float):
+    """Li et al. 2017: the same fraction of every conv layer's lowest-L1 filters, one shot."""
+    import torch
+
+    from pl_pruning.pruning.surgery import prune_filters, pruning_groups
+
+    def prune(model, ratio):
+        plan = {}
+        for group in pruning_groups(model, example):
+            conv = model.get_submodule(group.root)
+            k = min(int(round(ratio * group.channels)), group.channels - 1)
+            if k:
+                norms = conv.weight.detach().abs().flatten(1).sum(1)
+                plan[group.root] = torch.argsort(norms)[:k].tolist()
+        if plan:
+            prune_filters(model, plan, example, compensate=False)
+        return model
+    return _bisect(prune, net, example, target, high=0.95)
+
+
+def run_external(args: argparse.Namespace) -> dict:
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import CSVLogger
+
+    from pl_pruning.measure import measure_cost
+    from pl_pruning.module import ImageClassifier
+
+    L.seed_everything(args.seed, workers=True)
+    cfg, dm, net = _setup(args)
+    example = torch.zeros(1, *dm.input_shape)
+    target, steps = _target(args)
+    base_cost = measure_cost(net, torch.zeros(64, *dm.input_shape), latency=True)
+    start = time.perf_counter()
+    if args.method == "torch_pruning":
+        pruned, ratio = torch_pruning_pipeline(net, example, target, steps)
+    else:
+        pruned, ratio = l1_uniform(net, example, target)
+    prune_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        def trainer(epochs):
+            return L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(tmp),
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0)
+        base_model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape)
+        base_acc = float(trainer(1).test(base_model, datamodule=dm, verbose=False)[0]["test_acc"])
+        model = ImageClassifier(pruned, num_classes=dm.num_classes, input_shape=dm.input_shape,
+                                optimizer="sgd", lr=FINETUNE_LR, momentum=0.9, weight_decay=cfg.optim.weight_decay,
+                                nesterov=True, scheduler="cosine")
+        fit = trainer(args.budget)
+        fit.fit(model, datamodule=dm)
+        acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
+    cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
+    block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
+                          "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
+    return {
+        "method": args.method, "matched": args.match, "target_macs": target, "ratio": ratio,
+        "iterative_steps": steps if args.method == "torch_pruning" else 1,
+        "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
+        "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
+        "epochs": args.budget, "prune_s": round(prune_s, 1),
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("method", choices=["pl_pruning", "torch_pruning", "l1_uniform", "render"])
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for pl_pruning runs (ablations)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=int, default=40, help="training epochs of every method")
+    p.add_argument("--name", help="run name (default: two_phase / torch_pruning / l1_uniform)")
+    p.add_argument("--match", help="run (<name>_seed<seed>) whose pruned MACs the baseline must reach")
+    p.add_argument("--experiment", default=EXPERIMENT)
+    p.add_argument("--checkpoint", default=str(CHECKPOINT))
+    args = p.parse_args(argv)
+    os.chdir(ROOT)  # the presets name data relative to the repository root
+    if args.method == "render":
+        from render import render
+
+        render()
+        return
+    if args.method != "pl_pruning" and not args.match:
+        p.error(f"{args.method} needs --match <run>: the pl_pruning run whose MACs it must reach")
+    record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)
+    name = args.name or ("two_phase" if args.method == "pl_pruning" else args.method)
+    record.update(name=name, seed=args.seed, budget=args.budget, experiment=args.experiment,
+                  checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
+                  if Path(args.checkpoint).resolve().is_relative_to(ROOT) else args.checkpoint,
+                  machine=_machine(), command="python benchmarks/compare/run.py " + " ".join(
+                      argv if argv is not None else sys.argv[1:]))
+    _save(record)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()

@@ -1,0 +1,236 @@
+"""The app's config (pl_pruning/conf): every option composes and instantiates; the pruning
+callbacks' YAML files hold their constructors' defaults; presets set only what differs;
+every setting has one name; launchers and the Optuna example."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from pl_pruning import EntropyStatistics, MaxEntropyFreeze, PhaseController
+from pl_pruning.cli.app import CALLBACK_NODES, FIT_KEYS, pruning_callbacks
+from pl_pruning.criteria import CRITERIA
+from pl_pruning.errors import PlPruningError
+
+CONF = Path(__file__).resolve().parents[2] / "pl_pruning" / "conf"
+GROUPS = ["model", "data", "optim", "trainer", "callbacks", "logger", "experiment"]
+PRESETS = sorted(p.stem for p in (CONF / "pruning").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+CALLBACK_YAML = {"phase_controller": PhaseController, "entropy_statistics": EntropyStatistics,
+                 "max_entropy_freeze": MaxEntropyFreeze}
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(*overrides: str, run_dir: Path | None = None):
+    with initialize_config_module(version_base="1.3", config_module="pl_pruning.conf"):
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)  # what a real run sets
+        HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------- groups
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes(group, option, tmp_path):
+    overrides = [f"{group}={option}", f"hydra.run.dir={tmp_path}"]
+    if group == "data" and option == "image_folder":
+        overrides.append("data.root=/tmp")
+    cfg = _compose(*overrides, run_dir=tmp_path)
+    section = cfg[group] if group != "experiment" else cfg
+    assert section is not None
+    if group in ("callbacks", "logger"):
+        for node in (section or {}).values():
+            instantiate(node)
+    elif group == "trainer":
+        assert cfg.trainer._target_ == "lightning.Trainer"
+    elif group == "model":
+        assert cfg.model._target_ == "pl_pruning.models.build_model"
+        assert cfg.model.name
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert _options(group), group
+
+
+def test_ddp_trainer_is_two_processes():
+    cfg = _compose("trainer=ddp")
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2
+
+
+# --------------------------------------------------------------------------- pruning callbacks
+
+def _defaults(cls: type) -> dict:
+    return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
+            if n != "self"}
+
+
+@pytest.mark.parametrize("name", sorted(CALLBACK_YAML))
+def test_each_callback_yaml_holds_its_constructors_real_defaults(name):
+    node = OmegaConf.to_container(OmegaConf.load(CONF / "callbacks" / f"{name}.yaml"))
+    assert node.pop("_target_") == f"pl_pruning.{CALLBACK_YAML[name].__name__}"
+    defaults = _defaults(CALLBACK_YAML[name])
+    assert list(node) == list(defaults)  # every argument, one line each, in signature order
+    for arg, default in defaults.items():
+        expected = list(default) if isinstance(default, tuple) else default
+        assert node[arg] == expected, arg
+
+
+def test_presets_set_only_what_differs_from_the_callbacks():
+    controller = OmegaConf.to_container(OmegaConf.load(CONF / "callbacks" / "phase_controller.yaml"))
+    for preset, differs in [("two_phase", {"final_epochs": 3}), ("global", {"final_epochs": 3, "phases": ["global"]}),
+                            ("layerwise", {"final_epochs": 3, "phases": ["layerwise"]})]:
+        pruning = OmegaConf.to_container(_compose(f"pruning={preset}").pruning)
+        assert set(pruning) == {*controller, *CALLBACK_NODES, *FIT_KEYS}
+        changed = {k: pruning[k] for k in controller if pruning[k] != controller[k]}
+        assert changed == differs, preset
+        for node, yaml in (("statistics", "entropy_statistics"), ("freeze", "max_entropy_freeze")):
+            assert pruning[node] == OmegaConf.to_container(OmegaConf.load(CONF / "callbacks" / f"{yaml}.yaml"))
+    for preset in ("global", "layerwise"):  # a preset file states only its difference
+        own = OmegaConf.to_container(OmegaConf.load(CONF / "pruning" / f"{preset}.yaml"))
+        assert set(own) == {"defaults", "phases"}
+
+
+def test_presets_and_experiments_are_all_there():
+    assert PRESETS == ["global", "layerwise", "none", "two_phase"]
+    assert {"vgg16_cifar10", "resnet56_cifar10", "digits_quick", "cifar10_local"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_pruning_preset_builds_the_three_callbacks(preset, tmp_path):
+    cfg = _compose(f"pruning={preset}", run_dir=tmp_path)
+    callbacks = pruning_callbacks(cfg.pruning)
+    if preset == "none":
+        assert callbacks == []
+        return
+    stats, controller, freeze = callbacks  # the order the hooks run in
+    assert (type(stats), type(controller), type(freeze)) == (EntropyStatistics, PhaseController,
+                                                              MaxEntropyFreeze)
+    assert controller.phases == {"two_phase": ["global", "layerwise"], "global": ["global"],
+                                 "layerwise": ["layerwise"]}[preset]
+    assert controller.criterion_name == "conditional_entropy" and controller.final_epochs == 3
+    # the criterion is one override away, for every preset
+    cfg = _compose(f"pruning={preset}", "pruning.criterion=apoz", run_dir=tmp_path)
+    assert pruning_callbacks(cfg.pruning)[1].criterion_name == "apoz"
+
+
+def test_every_setting_has_one_short_name(tmp_path):
+    cfg = _compose("pruning.monitor=val_loss", "pruning.mode=min", "pruning.min_channels=2",
+                   "pruning.ignored_layers=[net.features.0]", "pruning.layer_order=by_macs",
+                   "pruning.statistics.num_bins=16", "pruning.statistics.calibration_batches=2",
+                   "pruning.freeze.fraction=0.2", "pruning.freeze.enabled=false", run_dir=tmp_path)
+    stats, controller, freeze = pruning_callbacks(cfg.pruning)
+    assert (controller.monitor, controller.mode, controller.min_channels) == ("val_loss", "min", 2)
+    assert controller.layer_order == "by_macs"
+    assert stats.num_bins == 16
+    assert (freeze.fraction, freeze.enabled) == (0.2, False)
+    # a callback node set to null is left out
+    cfg = _compose("pruning.freeze=null", run_dir=tmp_path)
+    assert [type(c) for c in pruning_callbacks(cfg.pruning)] == [EntropyStatistics, PhaseController]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pruning.min_channels=0", "min_channels must be an integer >= 1, got 0"),
+    ("pruning.statistics.num_bins=1", "num_bins must be an integer >= 2, got 1"),
+    ("pruning.freeze.fraction=1.5", r"fraction must be in \[0, 1\), got 1.5"),
+])
+def test_bad_values_under_every_name_are_bad_input(override, message):
+    with pytest.raises(PlPruningError, match=message):  # the app prints it as one line, exit 2
+        pruning_callbacks(_compose(override).pruning)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_experiment_composes_with_every_preset(experiment, preset):
+    cfg = _compose(f"experiment={experiment}", f"pruning={preset}")
+    assert cfg.model._target_ == "pl_pruning.models.build_model"
+    assert cfg.data._target_.startswith("pl_pruning.data.")
+    assert bool((cfg.pruning or {}).get("_target_")) == (preset != "none")
+    assert 0 <= cfg.objective.max_drop < 1
+
+
+def test_paper_experiments_are_the_paper_setting():
+    vgg = _compose("experiment=vgg16_cifar10")
+    assert (vgg.model.name, vgg.model.width) == ("vgg16", 1.0)
+    assert vgg.data._target_ == "pl_pruning.data.CIFAR10DataModule"
+    assert vgg.trainer.accelerator == "gpu" and vgg.trainer.max_epochs >= 160
+    assert vgg.pruning.max_drop == 0.02 and vgg.pruning.criterion == "conditional_entropy"
+    assert vgg.pruning.phases == ["global", "layerwise"]
+    resnet = _compose("experiment=resnet56_cifar10")
+    assert resnet.model.name == "resnet56" and resnet.trainer.accelerator == "gpu"
+
+
+@pytest.mark.parametrize("group, bad", [("pruning", "twophase"), ("experiment", "vgg16"),
+                                        ("hydra/launcher", "slurmm")])
+def test_unknown_preset_lists_the_options(group, bad):
+    options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    with pytest.raises(MissingConfigException) as err:
+        _compose(f"{group}={bad}")
+    message = str(err.value)
+    assert f"Could not find '{group}/{bad}'" in message and f"Available options in '{group}':" in message
+    assert all(f"\t{o}\n" in message for o in options), message
+
+
+# --------------------------------------------------------------------------- launchers, sweeper
+
+def test_slurm_launcher_renders_an_sbatch_script_without_a_cluster(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    cfg = _compose("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+                   "hydra.launcher.partition=gpu_a100", "hydra.launcher.timeout_min=720",
+                   f"hydra.sweep.dir={tmp_path}")
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher.pop("_target_") == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher["partition"], launcher["timeout_min"]) == ("gpu_a100", 720)
+    # one SLURM task per device, as Lightning's SLURMEnvironment requires
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
+    # Hand the fields to submitit exactly as the launcher does; submitit checks every name.
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun here
+    executor = submitit.AutoExecutor(cluster="slurm", folder=launcher.pop("submitit_folder"),
+                                     slurm_max_num_timeout=launcher.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()})
+    sbatch = executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
+    for line in ("#SBATCH --partition=gpu_a100", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
+                 "#SBATCH --gpus-per-node=4", "#SBATCH --time=720", "#SBATCH --job-name=pl-prune"):
+        assert line in sbatch, sbatch
+
+
+def test_local_launcher_is_submitit_local():
+    cfg = _compose("hydra/launcher=local")
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.LocalLauncher")
+    assert cfg.hydra.launcher.tasks_per_node == 1
+
+
+def test_optuna_example_tunes_real_keys_and_maximises_the_objective():
+    cfg = _compose("hydra/sweeper=optuna_pruning")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert sweeper.direction == "maximize"
+    parser = OverridesParser.create()
+    for key, value in sweeper.params.items():
+        assert "max_drop" not in key  # a trial must not loosen its own constraint
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
+        override = parser.parse_override(f"{key}={value}")
+        if key == "pruning.criterion":
+            assert set(override.sweep_string_iterator()) <= set(CRITERIA)
+        # each value the sampler may pick composes and builds the callbacks
+        choices = (list(override.sweep_string_iterator()) if override.is_discrete_sweep()
+                   else [override.value().start if hasattr(override.value(), "start") else None])
+        for choice in [c for c in choices if c is not None][:2]:
+            pruning_callbacks(_compose(f"{key}={choice}").pruning)

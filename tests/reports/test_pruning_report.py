@@ -1,0 +1,46 @@
+"""The report of one pruning run (pl_pruning.reports.pruning_report) from a controller's report()."""
+
+from __future__ import annotations
+
+import json
+
+from pl_pruning.reports.pruning_report import markdown_table, write_pruning_report
+
+
+def _step(phase, accepted, metric, macs, removed=0, layer=None, step=0.0, drop=0.0):
+    return {"phase": phase, "layer": layer, "step": step, "metric": metric, "drop": drop,
+            "macs": macs, "params": macs // 10, "removed": removed, "accepted": accepted}
+
+
+REPORT = {
+    "criterion": "conditional_entropy", "phases": ["global", "layerwise"], "max_drop": 0.02,
+    "monitor": "val_acc", "mode": "max",
+    "baseline": {"metric": 0.98, "macs": 2_000_000, "params": 200_000},
+    "final": {"metric": 0.97, "macs": 500_000, "params": 40_000},
+    "macs_reduction": 4.0, "params_reduction": 5.0,
+    "history": [_step("baseline", True, 0.98, 2_000_000),
+                _step("global", True, 0.975, 1_000_000, removed=40, step=0.2, drop=0.005),
+                _step("layerwise", False, 0.90, 800_000, removed=8, layer="net.features.3", step=0.25,
+                      drop=0.08),
+                _step("final", True, 0.97, 500_000)],
+    "channels": {"before": {"net.features.0": 32, "net.features.3": 64},
+                 "after": {"net.features.0": 20, "net.features.3": 30}},
+}
+
+
+def test_markdown_table_has_a_summary_and_one_row_per_step():
+    md = markdown_table(REPORT)
+    assert md.startswith("# Pruning report (conditional_entropy, phases global, layerwise, max_drop 0.02)")
+    assert "val_acc: 0.9800 -> 0.9700; MACs 2.000 M -> 0.500 M (4.00x fewer)" in md
+    assert "| 2 | layerwise | net.features.3 | 0.250 | 0.9000 | +0.0800 | 0.800 | 0.0800 | 8 | rolled back |" in md
+    assert md.count("| accepted |") == 3
+
+
+def test_write_pruning_report_writes_json_markdown_and_two_plots(tmp_path):
+    paths = write_pruning_report(REPORT, tmp_path / "run")
+    assert [p.name for p in paths] == ["pruning_report.json", "pruning_report.md", "pruning_path.png",
+                                       "pruning_channels.png"]
+    assert json.loads(paths[0].read_text()) == REPORT
+    assert all(p.stat().st_size > 5_000 for p in paths[2:])
+    no_channels = write_pruning_report({**REPORT, "channels": None}, tmp_path / "other")
+    assert [p.name for p in no_channels][-1] == "pruning_path.png"
