@@ -13,7 +13,7 @@ from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import Cost, measure_cost
 from pl_pruning.models import available_models, build_model
 from pl_pruning.module import ImageClassifier
-from pl_pruning.surgery import prune_filters, pruning_groups
+from pl_pruning.pruning.surgery import prune_filters, pruning_groups
 
 __version__ = "0.1.0"
 

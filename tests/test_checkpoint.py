@@ -27,7 +27,7 @@ from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
 from pl_pruning.models import build_model, model_spec
 from pl_pruning.module import ImageClassifier
-from pl_pruning.surgery import prune_filters, pruning_groups
+from pl_pruning.pruning.surgery import prune_filters, pruning_groups
 
 SCRIPT = Path(__file__).parent / "scripts" / "load_pruned_checkpoint.py"
 

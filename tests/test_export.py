@@ -11,7 +11,7 @@ from pl_pruning.errors import PlPruningError
 from pl_pruning.export import export_onnx, onnx_max_abs_diff, run_onnx
 from pl_pruning.models import build_model
 from pl_pruning.module import ImageClassifier
-from pl_pruning.surgery import prune_filters, pruning_groups
+from pl_pruning.pruning.surgery import prune_filters, pruning_groups
 
 
 def pruned(name: str, width: float, x: torch.Tensor) -> torch.nn.Module:

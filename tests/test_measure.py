@@ -13,7 +13,7 @@ import pl_pruning
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import Cost, channel_counts, compare, count_macs, measure_cost
 from pl_pruning.models import build_model
-from pl_pruning.surgery import prune_filters
+from pl_pruning.pruning.surgery import prune_filters
 
 
 def test_existing_api_still_works_and_new_fields_default_to_none():

@@ -8,7 +8,7 @@ For each data set a network is trained in-script (real data, CPU), then pruned
 fractions, the filters picked by smallest L1 norm (Li et al. 2017) and, as a second
 selection, at random (``--random-seeds`` draws). Each pruned copy is evaluated on the
 test split twice: plain removal, and removal with bias compensation
-(:mod:`pl_pruning.compensation`). No fine-tuning in between: this isolates what the
+(:mod:`pl_pruning.pruning.compensation`). No fine-tuning in between: this isolates what the
 bias update itself recovers. For context a third copy gets plain removal followed by
 BatchNorm statistics re-estimated on the validation split.
 
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from pl_pruning.data import DigitsDataModule, ImageFolderDataModule  # noqa: E402
 from pl_pruning.measure import count_macs  # noqa: E402
 from pl_pruning.module import ImageClassifier  # noqa: E402
-from pl_pruning.surgery import prune_filters, pruning_groups  # noqa: E402
+from pl_pruning.pruning.surgery import prune_filters, pruning_groups  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"

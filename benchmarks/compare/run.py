@@ -146,7 +146,7 @@ def l1_uniform(net, example, target: float):
     """Li et al. 2017: the same fraction of every conv layer's lowest-L1 filters, one shot."""
     import torch
 
-    from pl_pruning.surgery import prune_filters, pruning_groups
+    from pl_pruning.pruning.surgery import prune_filters, pruning_groups
 
     def prune(model, ratio):
         plan = {}

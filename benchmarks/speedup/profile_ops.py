@@ -25,7 +25,7 @@ from run import fraction_for, spatial_sizes, uniform_plan  # noqa: E402
 
 from pl_pruning.measure import count_macs  # noqa: E402
 from pl_pruning.models import build_model  # noqa: E402
-from pl_pruning.surgery import prune_filters, pruning_groups  # noqa: E402
+from pl_pruning.pruning.surgery import prune_filters, pruning_groups  # noqa: E402
 
 
 def shares(net: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from pl_pruning.export import export_onnx, ort_session  # noqa: E402
 from pl_pruning.measure import count_macs, count_params  # noqa: E402
 from pl_pruning.models import build_model  # noqa: E402
-from pl_pruning.surgery import prune_filters, pruning_groups  # noqa: E402
+from pl_pruning.pruning.surgery import prune_filters, pruning_groups  # noqa: E402
 
 TARGETS = (2.0, 4.0, 10.0)
 BATCHES = (1, 64)

@@ -226,7 +226,7 @@ def check_overrides(args: Sequence[str]) -> None:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from pl_pruning.criteria import CRITERIA
+    from pl_pruning.scoring import CRITERIA
 
     parser = OverridesParser.create()
     for arg in args:

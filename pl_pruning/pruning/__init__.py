@@ -1,1 +1,28 @@
-"""The pruning engine: the network graph (a stand-in until the engine's lands)."""
+"""The pruning engine, free of Lightning.
+
+* :mod:`~pl_pruning.pruning.graph`: :class:`NetworkGraph`, one traced description of a
+  network (coupled groups, conv -> BatchNorm, consumers, channels, MACs), cached per
+  architecture; :mod:`~pl_pruning.pruning.groups`: which filters go together.
+* :mod:`~pl_pruning.pruning.planner`: group scores, global and layer-wise plans, Phase II
+  layer orders (a registry: :func:`register_layer_order`).
+* :mod:`~pl_pruning.pruning.surgery`: :func:`prune_filters`, atomic physical removal;
+  :mod:`~pl_pruning.pruning.compensation`: the bias update.
+* :mod:`~pl_pruning.pruning.optimizer_state`: momentum / Adam state and scheduler
+  progress carried across surgery and rollback.
+* :mod:`~pl_pruning.pruning.schedule`: the two-phase decision rule and its run state.
+"""
+
+from pl_pruning.pruning.graph import NetworkGraph
+from pl_pruning.pruning.groups import PruningGroup
+from pl_pruning.pruning.planner import LAYER_ORDERS, register_layer_order
+from pl_pruning.pruning.surgery import SurgeryResult, prune_filters, pruning_groups
+
+__all__ = [
+    "LAYER_ORDERS",
+    "NetworkGraph",
+    "PruningGroup",
+    "SurgeryResult",
+    "prune_filters",
+    "pruning_groups",
+    "register_layer_order",
+]

@@ -1,113 +1,322 @@
-"""Temporary stand-in for the engine's NetworkGraph: batchnorm_of, output_hw and
-macs_per_filter only, found by one forward pass watching tensor identity."""
+"""One traced description of a network, shared by everything that needs its structure.
+
+:class:`NetworkGraph` runs ONE forward pass of one sample through Torch-Pruning's
+:class:`~torch_pruning.DependencyGraph` and, during that same pass, records every
+layer's output shape, the MACs of the pass (``torch.utils.flop_counter``, as
+:func:`pl_pruning.measure.count_macs`) and which BatchNorm reads each convolution's output
+(the same tensor object). From that one trace it answers: the prunable coupled groups, the
+BatchNorm after a conv, the layers that consume a conv's channels, channel counts, output
+sizes, the MACs of a sample and THE MACs one filter costs.
+
+A trace is cached per architecture: the key is the model object, the shapes of all its
+parameters and buffers, its modules and the example input's shape. A surgery or rollback
+changes the key, so the next :meth:`NetworkGraph.of` traces once; every other call is free.
+``NetworkGraph.traces`` counts the traces made (tests use it).
+
+Example::
+
+    g = NetworkGraph.of(model, torch.zeros(1, 3, 32, 32))
+    g.batchnorm_of["features.0"]      # "features.1"
+    g.macs_per_filter["features.0"]   # what removing one filter of features.0 saves
+    [grp.root for grp in g.groups]    # what a plan may name
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import math
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from functools import cached_property
+from typing import ClassVar
 
 import torch
+import torch_pruning as tp
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+from torch_pruning import ops
 
-from pl_pruning.modes import eval_mode
+from pl_pruning.errors import PlPruningError
+from pl_pruning.measure import channel_counts
+from pl_pruning.modes import autograd_on
+from pl_pruning.pruning.groups import PRUNABLE_TYPES, PruningGroup, _Layout, resolve_ignored
 
-_BATCHNORMS = (nn.modules.batchnorm._BatchNorm,)
-# modules a channel passes through unchanged in meaning, on its way to a consumer
-_CHANNELWISE = (
-    *_BATCHNORMS, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh,
-    nn.Softplus, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-    nn.Dropout, nn.Dropout2d, nn.Identity,
-)
+__all__ = ["NetworkGraph", "PruningGroup", "forward", "resolve_ignored", "shape_of"]
+
+_CONVS = nn.modules.conv._ConvNd
+_BATCHNORMS = nn.modules.batchnorm._BatchNorm
 
 
-class NetworkGraph:
-    """Stand-in: conv -> BatchNorm, conv output sizes and MACs per filter of ``model``."""
+# --------------------------------------------------------------------------- inputs
 
-    traces: ClassVar[int] = 0
-    _cache: ClassVar[dict[tuple, NetworkGraph]] = {}
 
-    def __init__(self, batchnorm_of: dict[str, str], consumers: dict[str, tuple[str, ...]],
-                 output_hw: dict[str, tuple[int, int]], macs_per_filter: dict[str, float]) -> None:
-        self.batchnorm_of = batchnorm_of
-        self.consumers = consumers
-        self.output_hw = output_hw
-        self.macs_per_filter = macs_per_filter
+def forward(model: nn.Module, inputs: object) -> object:
+    """``model(inputs)`` for a tensor, a tuple of positional inputs or a dict of keywords."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
 
-    @classmethod
-    def of(cls, model: nn.Module, example_inputs: Any, ignored_layers: Any = ()) -> NetworkGraph:
-        key = (id(model), tuple((n, tuple(t.shape)) for n, t in model.state_dict().items()))
-        graph = cls._cache.get(key)
-        if graph is None:
-            graph = cls._trace(model, example_inputs)
-            if len(cls._cache) > 16:
-                cls._cache.clear()
-            cls._cache[key] = graph
-        return graph
 
-    @classmethod
-    def _trace(cls, model: nn.Module, example_inputs: Tensor) -> NetworkGraph:
-        cls.traces += 1
-        source: dict[int, str] = {}  # tensor id -> conv whose channels it carries
-        alive: list[Tensor] = []     # keep outputs alive so that no id is reused mid-trace
-        batchnorm_of: dict[str, str] = {}
-        consumers: dict[str, list[str]] = {}
-        output_hw: dict[str, tuple[int, int]] = {}
-        convs: dict[str, nn.Conv2d] = {}
+def shape_of(x: object) -> object:
+    """The shapes of a (nested) output, to compare a network's outputs before and after."""
+    if isinstance(x, Tensor):
+        return tuple(x.shape)
+    if isinstance(x, (tuple, list)):
+        return [shape_of(v) for v in x]
+    if isinstance(x, Mapping):
+        return {k: shape_of(v) for k, v in x.items()}
+    return type(x).__name__
 
-        def hook(name: str, module: nn.Module):
-            def run(m: nn.Module, args: tuple, output: Any) -> None:
-                x = args[0] if args else None
-                came_from = source.get(id(x)) if isinstance(x, Tensor) else None
-                if isinstance(m, nn.Conv2d):
-                    convs[name] = m
-                    output_hw[name] = (int(output.shape[-2]), int(output.shape[-1]))
-                    if came_from is not None and name not in consumers.setdefault(came_from, []):
-                        consumers[came_from].append(name)
-                    source[id(output)] = name
+
+def _one_sample(model: nn.Module, example_inputs: object) -> object:
+    """One sample on the model's device, as ordinary tensors (not inference tensors)."""
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+
+    def one(t: object) -> object:
+        if isinstance(t, Tensor):
+            return t[:1].detach().clone().to(device) if t.dim() > 0 else t.clone().to(device)
+        return t
+
+    if isinstance(example_inputs, Mapping):
+        return {k: one(v) for k, v in example_inputs.items()}
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(one(v) for v in example_inputs)
+    if isinstance(example_inputs, Tensor):
+        return one(example_inputs)
+    raise PlPruningError(
+        f"example_inputs must be a Tensor, a tuple of tensors or a dict, got {type(example_inputs).__name__}")
+
+
+def out_fn(graph: tp.DependencyGraph, module: nn.Module):
+    """Torch-Pruning's function that removes output channels of ``module``."""
+    return graph.get_pruner_of_module(module).prune_out_channels
+
+
+class _Trace:
+    """What one forward pass recorded (shared by the views of every ``ignored_layers``)."""
+
+    def __init__(self, model: nn.Module, example_inputs: object, key: tuple) -> None:
+        self.model, self.key = model, key
+        self.names = {m: n for n, m in model.named_modules()}
+        self.batchnorm_of: dict[str, str] = {}
+        self.shapes: dict[nn.Module, tuple[tuple, tuple]] = {}  # first call: (input, output) shape
+        self.views: dict[tuple, NetworkGraph] = {}
+        self.signature: object = None
+        self.macs = 0
+        made: dict[int, str] = {}
+        alive: list[Tensor] = []  # keeps conv outputs alive, so no id is reused mid-trace
+
+        def on_output(module: nn.Module, args: tuple, output: object) -> None:
+            if isinstance(output, Tensor) and args and isinstance(args[0], Tensor):
+                self.shapes.setdefault(module, (tuple(args[0].shape), tuple(output.shape)))
+                if isinstance(module, _CONVS):
+                    made[id(output)] = self.names[module]
                     alive.append(output)
-                    return
-                if came_from is None:
-                    return
-                if isinstance(m, _BATCHNORMS) and id(x) == conv_output.get(came_from):
-                    batchnorm_of.setdefault(came_from, name)
-                if isinstance(output, Tensor):
-                    source[id(output)] = came_from
-                    alive.append(output)
-            return run
 
-        conv_output: dict[str, int] = {}
+        def on_batchnorm(module: nn.Module, args: tuple) -> None:
+            conv = made.get(id(args[0])) if args else None
+            if conv is not None:
+                self.batchnorm_of.setdefault(conv, self.names[module])
 
-        def remember(name: str):
-            def run(m: nn.Module, args: tuple, output: Any) -> None:
-                conv_output[name] = id(output)
-            return run
+        def traced_forward(m: nn.Module, x: object) -> object:
+            with FlopCounterMode(display=False) as counter:  # the counter of measure.count_macs
+                out = forward(m, x)
+            self.macs = int(counter.get_total_flops()) // 2
+            self.signature = shape_of(out)
+            return out
 
         handles = []
-        for name, module in model.named_modules():
-            if isinstance(module, nn.Conv2d):
-                handles.append(module.register_forward_hook(remember(name)))
-                handles.append(module.register_forward_hook(hook(name, module)))
-            elif isinstance(module, _CHANNELWISE):
-                handles.append(module.register_forward_hook(hook(name, module)))
+        for module in self.names:
+            if isinstance(module, PRUNABLE_TYPES):
+                handles.append(module.register_forward_hook(on_output))
+            elif isinstance(module, _BATCHNORMS):
+                handles.append(module.register_forward_pre_hook(on_batchnorm))
         try:
-            with eval_mode(model), torch.no_grad():
-                device = next(model.parameters()).device
-                model(example_inputs.to(device))
+            with autograd_on(model):  # Torch-Pruning traces grad_fns (and sets eval mode)
+                self.inputs = _one_sample(model, example_inputs)  # not an inference tensor
+                self.graph = tp.DependencyGraph().build_dependency(
+                    model, self.inputs, forward_fn=traced_forward, verbose=False)
+        except PlPruningError:
+            raise
+        except Exception as err:
+            raise PlPruningError(
+                f"could not trace {type(model).__name__} with example_inputs of shape "
+                f"{shape_of(example_inputs)}: {type(err).__name__}: {err}") from err
         finally:
             for h in handles:
                 h.remove()
-        macs: dict[str, float] = {}
-        for name, conv in convs.items():
-            kh, kw = conv.kernel_size
-            h, w = output_hw[name]
-            own = conv.in_channels // conv.groups * kh * kw * h * w
-            downstream = 0
-            for c in consumers.get(name, ()):
-                consumer = convs[c]
-                ch, cw = consumer.kernel_size
-                downstream += consumer.out_channels // consumer.groups * ch * cw * output_hw[c][0] * output_hw[c][1]
-            macs[name] = float(own + downstream)
-        return cls(batchnorm_of, {n: tuple(c) for n, c in consumers.items()}, output_hw, macs)
+        self.channels = channel_counts(model)
+        self.output_hw = {self.names[m]: (o[-2], o[-1]) for m, (_, o) in self.shapes.items()
+                          if isinstance(m, nn.Conv2d)}
+
+    @cached_property
+    def reads(self) -> dict[str, dict[str, int]]:
+        """conv/linear name -> {consumer name: input channels it loses per removed filter}."""
+        dg = self.graph
+        out: dict[str, dict[str, int]] = {}
+        for module, node in dg.module2node.items():
+            if not isinstance(module, PRUNABLE_TYPES) or module not in self.names:
+                continue
+            direct = _direct_readers(node)
+            reads: dict[str, int] = {}
+            if direct:
+                for dep, idxs in dg.get_pruning_group(module, out_fn(dg, module), [0]):
+                    target = dep.target.module
+                    if target in direct and dg.is_in_channel_pruning_fn(dep.handler):
+                        reads[self.names[target]] = reads.get(self.names[target], 0) + len(idxs)
+            out[self.names[module]] = reads
+        return out
+
+    @cached_property
+    def macs_per_filter(self) -> dict[str, float]:
+        """Own kernel over the output map + the input channel(s) of each consumer."""
+        modules = {n: m for m, n in self.names.items()}
+
+        def per_input(c: str) -> float:  # one input channel (column) of consumer c
+            return self._layer_macs(modules[c]) / _in_size(modules[c])
+
+        return {name: float(self._layer_macs(modules[name]) / self.channels[name]
+                            + sum(cols * per_input(c) for c, cols in reads.items()))
+                for name, reads in self.reads.items()}
+
+    def _layer_macs(self, module: nn.Module) -> float:
+        """MACs of one call of a Conv/Linear layer, from the shapes seen in the trace."""
+        shape_in, shape_out = self.shapes[module]
+        if isinstance(module, nn.Linear):
+            return math.prod(shape_out) * module.in_features
+        kernel = math.prod(module.kernel_size)
+        if module.transposed:
+            return math.prod(shape_in) * module.out_channels // module.groups * kernel
+        return math.prod(shape_out) * module.in_channels // module.groups * kernel
 
 
-__all__ = ["NetworkGraph"]
+class NetworkGraph:
+    """The structure of one network, traced once per architecture (see the module doc).
+
+    Build it with :meth:`of`. Names are as in ``model.named_modules()`` (``"net.features.0"``
+    for a LightningModule whose network is ``.net``).
+
+    Attributes:
+        batchnorm_of: conv name -> the BatchNorm that directly consumes its output.
+        consumers: conv name -> the Conv/Linear layers that read its channels directly
+            (through BatchNorm, activations, pooling, flatten or concatenation; not through
+            a residual addition, where they read a sum) and lose input channels with it.
+        channels: out channels of every Conv / out features of every Linear
+            (:func:`pl_pruning.measure.channel_counts`).
+        output_hw: spatial size of each Conv2d's output, for one sample.
+        macs_per_filter: THE MACs one filter costs per sample: its own kernel over its
+            output map plus, for each consumer, the input channel(s) that go with it.
+        macs: MACs of one sample (what :func:`pl_pruning.measure.count_macs` counts).
+        groups: the prunable coupled groups, in module order (the final classifier's
+            group and groups coupled with an ignored layer are left out).
+        dependency_graph: Torch-Pruning's graph (what surgery cuts with).
+
+    Raises:
+        PlPruningError: (from :meth:`of`) a model that cannot be traced with
+            ``example_inputs``, or a bad ``ignored_layers`` entry.
+    """
+
+    traces: ClassVar[int] = 0
+    cache_size: ClassVar[int] = 4
+    _cache: ClassVar[OrderedDict[int, _Trace]] = OrderedDict()
+
+    def __init__(self, trace: _Trace, ignored: Mapping[nn.Module, str]) -> None:
+        self._trace, self.ignored = trace, dict(ignored)
+        self.model, self.names = trace.model, trace.names
+
+    dependency_graph = property(lambda self: self._trace.graph)
+    inputs = property(lambda self: self._trace.inputs)
+    signature = property(lambda self: self._trace.signature)
+    batchnorm_of = property(lambda self: self._trace.batchnorm_of)
+    channels = property(lambda self: self._trace.channels)
+    output_hw = property(lambda self: self._trace.output_hw)
+    macs = property(lambda self: self._trace.macs)
+    macs_per_filter = property(lambda self: self._trace.macs_per_filter)
+    consumers = property(lambda self: {n: tuple(r) for n, r in self._trace.reads.items()})
+
+    @classmethod
+    def of(cls, model: nn.Module, example_inputs: object,
+           ignored_layers: Iterable[str | nn.Module] = ()) -> NetworkGraph:
+        """The graph of ``model`` as it is now, traced only if its architecture changed.
+
+        Args:
+            model: the network, or a LightningModule around it.
+            example_inputs: a batch the model accepts (one sample of it is traced, in eval
+                mode with autograd on, even inside ``inference_mode``; flags put back).
+            ignored_layers: names, regular expressions (full match) or modules whose
+                groups :attr:`groups` leaves out; each must match a module.
+        """
+        ignored = resolve_ignored(model, ignored_layers)
+        key = _key(model, example_inputs)
+        trace = cls._cache.get(id(model))
+        if trace is None or trace.model is not model or trace.key != key:
+            trace = _Trace(model, example_inputs, key)
+            cls.traces += 1
+            cls._cache[id(model)] = trace
+            while len(cls._cache) > cls.cache_size:  # the entries hold their models alive
+                cls._cache.popitem(last=False)
+        cls._cache.move_to_end(id(model))
+        view = tuple(sorted((id(m), label) for m, label in ignored.items()))
+        if view not in trace.views:
+            trace.views[view] = cls(trace, ignored)
+        return trace.views[view]
+
+    @classmethod
+    def forget(cls, model: nn.Module) -> None:
+        """Drop the cached trace of ``model`` (surgery calls this: its graph was cut)."""
+        trace = cls._cache.get(id(model))
+        if trace is not None and trace.model is model:
+            del cls._cache[id(model)]
+
+    def describes(self, model: nn.Module, example_inputs: object) -> bool:
+        """Whether this graph is of ``model`` as it is now."""
+        return self.model is model and self._trace.key == _key(model, example_inputs)
+
+    @cached_property
+    def layout(self) -> _Layout:
+        """Every coupled group with its modules (for surgery)."""
+        return _Layout(self.model, self.dependency_graph, self.names, self.ignored)
+
+    @cached_property
+    def groups(self) -> list[PruningGroup]:
+        return self.layout.prunable()
+
+
+def _key(model: nn.Module, example_inputs: object) -> tuple:
+    """An architecture: the shapes (and devices) of all parameters and buffers, the module
+    objects, and the shape of one sample of the example input (the batch size is free)."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    sample = shape_of(example_inputs)
+    sample = sample[1:] if isinstance(sample, tuple) else sample  # nested inputs: as they are
+    return (tuple((n, tuple(t.shape), t.device) for n, t in tensors),
+            tuple(id(m) for m in model.modules()), sample)
+
+
+def _in_size(module: nn.Module) -> int:
+    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
+
+
+def _direct_readers(node) -> set[nn.Module]:
+    """Conv/Linear modules reached from ``node`` without passing another such layer or an
+    element-wise join of several tensors (a residual addition)."""
+    found: set[nn.Module] = set()
+    seen = {node}
+    queue = deque(node.outputs)
+    while queue:
+        current = queue.popleft()
+        if current in seen:
+            continue
+        seen.add(current)
+        module = current.module
+        if isinstance(module, PRUNABLE_TYPES):
+            found.add(module)
+            continue
+        if isinstance(module, ops._OutputOp) or (isinstance(module, ops._ElementWiseOp)
+                                                 and len(current.inputs) > 1):
+            continue
+        queue.extend(current.outputs)
+    return found

@@ -404,10 +404,11 @@ def test_cost_aware_uses_the_graphs_macs_per_filter():
     validate(model, DigitsDataModule(), [stats])
     macs = NetworkGraph.of(model, torch.zeros(1, 1, 8, 8)).macs_per_filter
     # small_cnn width 0.5 on 8x8 digits: conv0 1->16 at 8x8, conv3 16->32 at 8x8, pool,
-    # conv7 32->32 at 4x4; a filter costs its kernel plus one input channel downstream
+    # conv7 32->32 at 4x4, global pool, Linear 32->10; a filter costs its kernel plus one
+    # input channel of each consumer (conv7's is the Linear head: 10 MACs)
     assert macs["net.features.0"] == 1 * 9 * 64 + 32 * 9 * 64
     assert macs["net.features.3"] == 16 * 9 * 64 + 32 * 9 * 16
-    assert macs["net.features.7"] == 32 * 9 * 16
+    assert macs["net.features.7"] == 32 * 9 * 16 + 10
     per = stats.scores(normalize="per-layer")
     cost = stats.scores(normalize="cost-aware")
     mean_cost = sum(macs[n] for n in per) / len(per)

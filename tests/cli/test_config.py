@@ -17,8 +17,8 @@ from omegaconf import OmegaConf, open_dict
 
 from pl_pruning import EntropyStatistics, MaxEntropyFreeze, PhaseController
 from pl_pruning.cli.app import CALLBACK_NODES, FIT_KEYS, pruning_callbacks
-from pl_pruning.criteria import CRITERIA
 from pl_pruning.errors import PlPruningError
+from pl_pruning.scoring import CRITERIA
 
 CONF = Path(__file__).resolve().parents[2] / "pl_pruning" / "conf"
 GROUPS = ["model", "data", "optim", "trainer", "callbacks", "logger", "experiment"]

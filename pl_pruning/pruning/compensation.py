@@ -17,7 +17,7 @@ and ``delta`` is added to
   mode; in training mode BatchNorm subtracts the batch mean, which absorbs any constant
   anyway);
 * else a bias is created on the consumer (its state dict then gains a ``bias`` key,
-  which :func:`pl_pruning.pruned_checkpoint.restore_pruned_shapes` recreates on load).
+  which :func:`pl_pruning.checkpoint.restore_pruned_shapes` recreates on load).
 
 ``channel_means`` maps a conv name to ``m`` (one value per filter, in the conv's current
 indexing), for instance ``EntropyStatistics.mean_activation()``: the activation after

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pl_pruning.models import build_model
-from pl_pruning.surgery import prune_filters, pruning_groups
+from pl_pruning.pruning.surgery import prune_filters, pruning_groups
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6)
 

@@ -43,7 +43,7 @@ def test_resume_mid_phase_one_ends_like_an_uninterrupted_run(tmp_path):
     crashed, cbs = callbacks(tmp_path / "crashed", Crash(at_epoch=3))
     with pytest.raises(RuntimeError, match="simulated crash"):
         trainer(cbs, max_epochs=60).fit(crashed_model, datamodule=dm)
-    assert crashed.state == "global" and crashed.surgeries >= 2  # stopped inside Phase I
+    assert crashed.state == "global" and crashed.run.surgeries >= 2  # stopped inside Phase I
     steps_before = len(crashed.history)
 
     # A new process would build the ORIGINAL, unpruned module and resume from the file.

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).parent / "scripts" / "ddp_two_phase.py"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "ddp_two_phase.py"
 
 
 @pytest.mark.slow

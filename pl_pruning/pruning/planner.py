@@ -1,0 +1,256 @@
+"""Which filters to remove next: group scores, the global and layer-wise plans, and the
+Phase II layer orders.
+
+A plan is ``{group root: [filter indices]}`` for :func:`~pl_pruning.pruning.surgery.prune_filters`.
+Filters are ranked per coupled group (:class:`~pl_pruning.pruning.graph.PruningGroup`):
+filter ``i`` of a group is scored by the mean of the scores of filter ``i`` of the group's
+convolutions (:func:`score_groups`); a filter never scored (NaN) is ranked last.
+
+Phase II visits the groups one at a time in a *layer order*, a small function registered
+by name (:data:`LAYER_ORDERS`, :func:`register_layer_order`)::
+
+    def widest_first(scored, graph):
+        return sorted(scored, key=lambda gs: -gs[0].channels)
+
+    register_layer_order("widest_first", widest_first)
+    PhaseController(layer_order="widest_first")
+
+A layer order gets ``scored`` (``[(PruningGroup, Tensor of group filter scores)]`` in module
+order) and the :class:`~pl_pruning.pruning.graph.NetworkGraph` of the network, and returns
+the groups (or their root names) in the order to visit; groups it leaves out are not pruned
+in Phase II.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pl_pruning.errors import PlPruningError
+from pl_pruning.pruning.graph import NetworkGraph, PruningGroup
+from pl_pruning.pruning.surgery import rounded_removal
+from pl_pruning.scoring import get_criterion, normalize_scores
+
+__all__ = [
+    "LAYER_ORDERS", "FilterScores", "Scored", "global_plan", "layer_plan", "order_layers",
+    "register_layer_order", "rounded", "score_groups",
+]
+
+Scored = list[tuple[PruningGroup, Tensor]]
+LayerOrder = Callable[[Scored, NetworkGraph], Sequence["PruningGroup | tuple | str"]]
+MEAN_KEY = "__mean_activation__"  # FilterScores key of the mean activations (compensation)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+@dataclass
+class FilterScores:
+    """The latest score of every filter that ever existed, by its ORIGINAL index.
+
+    After a rollback the network is an earlier one whose statistics were collected
+    before; keeping every filter's latest score means planning (and the freeze) always
+    has a score for each surviving filter without another validation pass.
+
+    Attributes:
+        ids: layer -> original indices of its current filters.
+        cache: criterion (or :data:`MEAN_KEY`) -> layer -> scores by original index (NaN
+            where never scored).
+    """
+
+    ids: dict[str, Tensor] = field(default_factory=dict)
+    cache: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+
+    def start(self, channels: Mapping[str, int]) -> None:
+        """Number the filters of an unpruned network (once, at the first validation)."""
+        if not self.ids:
+            self.ids = {name: torch.arange(c) for name, c in channels.items()}
+
+    def update(self, fresh: Mapping[str, Mapping[str, Tensor]]) -> None:
+        """Remember ``{criterion: {layer: scores of the current filters}}``."""
+        for key, scores in fresh.items():
+            cache = self.cache.setdefault(key, {})
+            for layer, values in scores.items():
+                ids = self.ids.get(layer)
+                if ids is None or values.numel() != ids.numel():
+                    continue
+                if layer not in cache:
+                    cache[layer] = torch.full((int(ids.max()) + 1 if ids.numel() else 0,), float("nan"))
+                cache[layer][ids] = values.detach().float().cpu()
+
+    def current(self, key: str) -> dict[str, Tensor]:
+        """Latest known scores of the current filters, by layer (NaN if never scored)."""
+        cache = self.cache.get(key, {})
+        return {layer: cache[layer][ids] for layer, ids in self.ids.items() if layer in cache}
+
+    def remove(self, removed: Mapping[str, Sequence[int]]) -> None:
+        """Forget the filters a surgery removed (indices in each layer's current numbering)."""
+        for name, gone in removed.items():
+            if name in self.ids:
+                keep = torch.ones(len(self.ids[name]), dtype=torch.bool)
+                keep[torch.as_tensor(list(gone), dtype=torch.long)] = False
+                self.ids[name] = self.ids[name][keep]
+
+
+def fresh_scores(criteria: Iterable[str], statistics: Any, model: nn.Module) -> dict[str, dict[str, Tensor]]:
+    """Raw scores of the current filters under each criterion, plus the mean activations
+    (:data:`MEAN_KEY`), for :meth:`FilterScores.update`. Data criteria and the means need
+    ``statistics`` (an EntropyStatistics) that has statistics; data-free ones the model."""
+    fresh: dict[str, dict[str, Tensor]] = {}
+    ready = statistics is not None and statistics.has_statistics
+    for name in criteria:
+        criterion = get_criterion(name)
+        if not criterion.needs_data:
+            fresh[criterion.name] = criterion(model, normalize="none")
+        elif ready:
+            fresh[criterion.name] = statistics.scores(criterion.name, normalize="none")
+    if ready:
+        fresh[MEAN_KEY] = statistics.mean_activation()
+    return fresh
+
+
+def score_groups(groups: Sequence[PruningGroup], scores: Mapping[str, Tensor]) -> Scored:
+    """THE group score: filter ``i`` of a group gets the mean of the scores of filter ``i``
+    of its convolutions (those scored at the group's size); NaN becomes ``+inf``, so a
+    filter never scored is removed last. Groups without any scored conv are left out."""
+    out: Scored = []
+    for group in groups:
+        member = [scores[c] for c in group.convs if c in scores and scores[c].numel() == group.channels]
+        if member:
+            out.append((group, torch.nan_to_num(torch.stack(member).mean(0), nan=float("inf"))))
+    return out
+
+
+def group_costs(scored: Scored, graph: NetworkGraph) -> list[float]:
+    """MACs one filter of each group costs: the sum of ``graph.macs_per_filter`` over its convs."""
+    return [sum(graph.macs_per_filter.get(c, 0.0) for c in g.convs) or 1.0 for g, _ in scored]
+
+
+def normalised(scored: Scored, normalize: str, graph: NetworkGraph) -> list[Tensor]:
+    """Group scores on one scale for a global ranking (:func:`~pl_pruning.scoring.normalize_scores`,
+    the cost of a group's filter being :func:`group_costs`)."""
+    scores = {g.root: s for g, s in scored}
+    costs = dict(zip(scores, group_costs(scored, graph), strict=True)) if normalize == "cost-aware" else None
+    out = normalize_scores(scores, normalize, costs)
+    return [out[g.root] for g, _ in scored]
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: str = "per-layer",
+                min_channels: int = 1) -> dict[str, list[int]]:
+    """Phase I: the lowest ``step`` share of all group filters, ranked together.
+
+    Every group keeps at least ``min_channels``; ties go to the earlier group and filter.
+    """
+    total = sum(g.channels for g, _ in scored)
+    k = int(step * total)
+    if not scored or k < 1:
+        return {}
+    candidates = sorted((v, group.root, i) for (group, _), s in zip(scored, normalised(scored, normalize, graph),
+                                                                     strict=True)
+                        for i, v in enumerate(s.tolist()))
+    budget = {g.root: g.channels - min_channels for g, _ in scored}
+    plan: dict[str, list[int]] = {}
+    for _, root, i in candidates:
+        if k == 0:
+            break
+        if budget[root] > 0:
+            plan.setdefault(root, []).append(i)
+            budget[root] -= 1
+            k -= 1
+    return plan
+
+
+def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1) -> dict[str, list[int]]:
+    """Phase II: the lowest ``step`` share of one group's filters (``layer`` is its root)."""
+    for group, s in scored:
+        if group.root == layer:
+            k = min(int(step * group.channels), group.channels - min_channels)
+            return {layer: torch.argsort(s, stable=True)[:k].tolist()} if k >= 1 else {}
+    return {}
+
+
+def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None) -> dict[str, list[int]]:
+    """``plan`` with as many removals per group as leave a multiple of ``round_to``
+    (what :func:`~pl_pruning.pruning.surgery.prune_filters` would remove); groups where
+    that is none are dropped, so an empty result means there is nothing to cut."""
+    sizes = {g.root: g.channels for g, _ in scored}
+    out = {}
+    for root, idxs in plan.items():
+        keep = rounded_removal(sizes[root], len(idxs), round_to)
+        if keep:
+            out[root] = list(idxs[:keep])
+    return out
+
+
+# --------------------------------------------------------------------------- layer orders
+
+
+def by_score(scored: Scored, graph: NetworkGraph) -> Scored:
+    """Groups whose filters score lowest on average first."""
+    return sorted(scored, key=lambda gs: float(gs[1][torch.isfinite(gs[1])].mean()))
+
+
+def by_macs(scored: Scored, graph: NetworkGraph) -> Scored:
+    """Groups that cost the most MACs first (channels x MACs per filter): under a tight
+    epoch budget the steps go where they save the most."""
+    costs = group_costs(scored, graph)
+    order = sorted(range(len(scored)), key=lambda i: -scored[i][0].channels * costs[i])
+    return [scored[i] for i in order]
+
+
+def front_to_back(scored: Scored, graph: NetworkGraph) -> Scored:
+    """Module order."""
+    return list(scored)
+
+
+def back_to_front(scored: Scored, graph: NetworkGraph) -> Scored:
+    """Reverse module order."""
+    return list(scored)[::-1]
+
+
+LAYER_ORDERS: dict[str, LayerOrder] = {
+    "by_score": by_score, "by_macs": by_macs, "front_to_back": front_to_back, "back_to_front": back_to_front,
+}
+_BUILT_IN = frozenset(LAYER_ORDERS)
+
+
+def register_layer_order(name: str, fn: LayerOrder) -> LayerOrder:
+    """Make ``fn`` a Phase II layer order called ``name`` (usable as ``layer_order=name``).
+
+    Raises:
+        PlPruningError: a name that is not a non-empty string or is a built-in order, or an
+            ``fn`` that is not callable.
+    """
+    if not isinstance(name, str) or not name:
+        raise PlPruningError(f"a layer order's name must be a non-empty string, got {name!r}")
+    if name in _BUILT_IN:
+        raise PlPruningError(f"{name!r} is a built-in layer order; register yours under another name")
+    if not callable(fn):
+        raise PlPruningError(f"layer order {name!r} must be callable (scored, graph) -> order, got {fn!r}")
+    LAYER_ORDERS[name] = fn
+    return fn
+
+
+def order_layers(name: str, scored: Scored, graph: NetworkGraph) -> list[str]:
+    """The group roots Phase II visits, in the order of the layer order ``name``.
+
+    Raises:
+        PlPruningError: the order returned something that is not one of ``scored``'s groups.
+    """
+    roots = {g.root for g, _ in scored}
+    out: list[str] = []
+    for item in LAYER_ORDERS[name](scored, graph):
+        root = item if isinstance(item, str) else item.root if isinstance(item, PruningGroup) else item[0].root
+        if root not in roots:
+            raise PlPruningError(f"layer order {name!r} returned {root!r}, which is not one of the "
+                                 f"prunable groups {sorted(roots)}")
+        if root not in out:
+            out.append(root)
+    return out
