@@ -172,6 +172,11 @@ class PhaseController(Callback):
             raise PlPruningError("PhaseController needs pl_module.example_input_array (a Tensor) "
                                  "to trace the network and count MACs")
         resolve_ignored(pl_module, self.ignored_layers)  # a bad entry fails now, not after an epoch
+        untraceable = self._graph(pl_module).untraceable
+        if untraceable:
+            rank_zero_warn(f"[PhaseController] left out of pruning: {', '.join(untraceable)}: their channels "
+                           "are coupled through an operation the dependency graph cannot follow (such as "
+                           "a zero-padding shortcut); every other layer is pruned")
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._monitor_value(trainer)  # fails early, before any training, on a wrong key

@@ -285,6 +285,13 @@ class NetworkGraph:
     def groups(self) -> list[PruningGroup]:
         return self.layout.prunable()
 
+    @cached_property
+    def untraceable(self) -> list[str]:
+        """Layers never pruned because the graph coupled layers of different widths: their
+        channels meet through an operation it cannot follow (an option-A zero-padding
+        shortcut, a reshape). Pruning them would break the network."""
+        return self.layout.untraceable()
+
 
 def _key(model: nn.Module, example_inputs: object) -> tuple:
     """An architecture: the shapes (and devices) of all parameters and buffers, the module

@@ -86,6 +86,10 @@ def resolve_ignored(model: nn.Module, ignored_layers: Iterable[str | nn.Module])
 # --------------------------------------------------------------------------- groups
 
 
+def _out_size(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else module.out_features
+
+
 @dataclass
 class _Group:
     """One coupled group of the traced model, with its modules."""
@@ -94,6 +98,7 @@ class _Group:
     root: nn.Module
     members: list[nn.Module]  # out-pruned Conv/Linear modules
     fixed: str | None  # why the group may not be pruned, else None
+    untraceable: bool = False  # coupled through an operation the graph cannot follow
 
 
 class _Layout:
@@ -129,12 +134,22 @@ class _Layout:
             members = [m for m in outs if isinstance(m, PRUNABLE_TYPES)]
             if not members:
                 continue
+            channels = len(group[0].idxs)
+            odd = [names[m] for m in members if _out_size(m) != channels]
+            if odd and fixed is None:
+                # The graph coupled layers whose widths differ: their channels meet through
+                # an operation it cannot see (an option-A zero-padding shortcut, a reshape).
+                fixed = (f"its layers have different widths ({', '.join(odd[:3])}"
+                         f"{', ...' if len(odd) > 3 else ''} differ from {channels}): they are "
+                         "coupled through an operation the dependency graph cannot follow, "
+                         "such as a zero-padding shortcut")
             for m in outs:
                 if m in ignored and fixed is None:
                     fixed = f"it is coupled with {names[m]!r}, which ignored_layers entry {ignored[m]!r} protects"
             info = PruningGroup(root=names[members[0]], convs=tuple(names[m] for m in members),
-                                channels=len(group[0].idxs), layers=tuple(names[m] for m in outs))
-            g = _Group(info, members[0], members, fixed)
+                                channels=channels, layers=tuple(names[m] for m in outs))
+            g = _Group(info, members[0], members, fixed, untraceable=bool(odd) and fixed is not None
+                       and fixed.startswith("its layers have different widths"))
             self.groups.append(g)
             for m in members:
                 self.group_of[m] = g
@@ -142,6 +157,10 @@ class _Layout:
 
     def prunable(self) -> list[PruningGroup]:
         return [g.info for g in self.groups if g.fixed is None]
+
+    def untraceable(self) -> list[str]:
+        """Conv/Linear layers left out because their coupling cannot be traced."""
+        return [name for g in self.groups if g.untraceable for name in g.info.convs]
 
 
 # --------------------------------------------------------------------------- the trace
