@@ -283,11 +283,14 @@ def test_a_second_rollback_returns_exactly_to_the_accepted_network(digits_model)
                for st in first["as_accepted"][0]["state"].values())  # there was momentum to lose
 
 
-def test_a_custom_layer_order_registered_by_name(digits_model):
+def test_a_custom_layer_order_and_criterion_registered_by_name(digits_model):
+    """A user's Phase II order and a user's criterion, both registered by name, drive a
+    PhaseController in a real Trainer."""
     from pl_pruning.pruning.planner import LAYER_ORDERS, register_layer_order
+    from pl_pruning.scoring.criteria import _REGISTRY, Criterion, register_criterion
 
     model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
-    calls = []
+    calls, scored_layers = [], []
 
     def deepest_output_first(scored, graph):
         """A user's order: groups whose output map is smallest first, the last two only."""
@@ -295,20 +298,32 @@ def test_a_custom_layer_order_registered_by_name(digits_model):
         ordered = sorted(scored, key=lambda gs: graph.output_hw[gs[0].root][0] * graph.output_hw[gs[0].root][1])
         return [g.root for g, _ in ordered][:2]
 
+    class MeanActivation(Criterion):
+        """A user's criterion: keep the filters whose pooled activation is largest."""
+
+        def layer_scores(self, name, stats, module):
+            scored_layers.append(name)
+            return stats.mean_activation.float()
+
     register_layer_order("deepest_output_first", deepest_output_first)
+    register_criterion("mean_activation_score", MeanActivation)
     try:
-        controller = PhaseController(criterion="conditional_entropy", phases=["layerwise"],
+        controller = PhaseController(criterion="mean_activation_score", phases=["layerwise"],
                                      layer_order="deepest_output_first", layer_step=0.5, min_step=0.2,
                                      max_drop=0.05, final_epochs=0)
         trainer([EntropyStatistics(), controller], max_epochs=12).fit(model, datamodule=dm)
     finally:
         LAYER_ORDERS.pop("deepest_output_first")
+        _REGISTRY.pop("mean_activation_score")
+    assert controller.criterion_name == "mean_activation_score"
+    assert {"net.features.0", "net.features.3", "net.features.7"} <= set(scored_layers)
     assert calls == [["net.features.0", "net.features.3", "net.features.7"]]
     layers = [e["layer"] for e in controller.history if e["phase"] == "layerwise"]
     assert layers[0] == "net.features.7" and set(layers) <= {"net.features.7", "net.features.0",
                                                              "net.features.3"}
     assert layers == sorted(layers, key=["net.features.7", "net.features.0", "net.features.3"].index)
     assert "net.features.3" not in layers or "net.features.0" not in layers  # only two groups queued
+    assert any(e["accepted"] and e["removed"] > 0 for e in controller.history if e["phase"] == "layerwise")
 
 
 def test_state_dict_round_trip(digits_model):
