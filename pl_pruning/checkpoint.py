@@ -62,7 +62,7 @@ VERSION = 1
 # ImageClassifier keeps its network at ``.net``: its state-dict keys carry this prefix.
 NET_PREFIX = "net."
 
-__all__ = ["StoredCheckpoint", "load_pruned", "load_weights", "read_checkpoint", "read_state_dict",
+__all__ = ["StoredCheckpoint", "adapt_shapes_on_load", "load_pruned", "load_weights", "read_checkpoint", "read_state_dict",
            "restore_pruned_shapes", "save_pruned"]
 
 
@@ -248,6 +248,21 @@ def _resizing(name: str, m: nn.Module, state: Mapping[str, Tensor]) -> dict[str,
     elif isinstance(m, nn.PReLU) and "weight" in new:
         attrs["num_parameters"] = new["weight"].shape[0]
     return {"tensors": new, "attrs": attrs}
+
+
+def adapt_shapes_on_load(module: nn.Module) -> None:
+    """From now on, ``module.load_state_dict(state)`` first resizes its layers to the shapes
+    in ``state`` (:func:`restore_pruned_shapes`): resuming ``Trainer.fit(ckpt_path=...)``
+    from a checkpoint written after a surgery works for any LightningModule. Idempotent."""
+    if getattr(module, "_pl_pruning_adapts_shapes", False):
+        return
+
+    def hook(mod: nn.Module, state_dict: Mapping[str, Tensor], prefix: str, *args: Any) -> None:
+        if prefix == "":
+            restore_pruned_shapes(mod, state_dict)
+
+    module.register_load_state_dict_pre_hook(hook)
+    module._pl_pruning_adapts_shapes = True
 
 
 def restore_pruned_shapes(module: nn.Module, state_dict: Mapping[str, Tensor]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -10,10 +11,17 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from pl_pruning.callbacks.lookup import find_callback
+from pl_pruning.callbacks.loops import (
+    monitored_value,
+    noise_at_bound,
+    require_validation_every_epoch,
+    scale_learning_rates,
+    validate_now,
+)
+from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts, count_params
 from pl_pruning.pruning import optimizer_state, planner
@@ -22,9 +30,8 @@ from pl_pruning.pruning.graph import NetworkGraph, resolve_ignored
 from pl_pruning.pruning.planner import MEAN_KEY
 from pl_pruning.pruning.schedule import Decision, Network, Phase, RunState, Schedule, StepRecord
 from pl_pruning.pruning.surgery import prune_filters
-from pl_pruning.scoring import DEFAULT_CRITERION, NORMALIZATIONS, get_criterion
-from pl_pruning.validate import check_bool, check_choice, check_fraction, check_int, check_names
-from pl_pruning.validate import check_number as check_num
+from pl_pruning.scoring import DEFAULT_CRITERION, get_criterion
+from pl_pruning.validate import check_bool, check_choice, check_names
 
 _SETTINGS = frozenset(f.name for f in fields(Schedule))
 
@@ -32,11 +39,14 @@ _SETTINGS = frozenset(f.name for f in fields(Schedule))
 class PhaseController(Callback):
     r"""Drive two-phase pruning from validation to validation (the 2PFPCE loop).
 
-    After every validation it advances **baseline -> global (Phase I) -> layerwise
+    The baseline is the network as it comes to ``fit``: validated once before any training.
+    After every validation the run advances **baseline -> global (Phase I) -> layerwise
     (Phase II) -> final -> done** (see :mod:`pl_pruning.pruning.schedule`): a step removes
-    the lowest-scored filters (of all coupled groups together in Phase I, of one group in
-    Phase II), is fine-tuned, and is accepted when ``monitor`` dropped at most ``max_drop``
-    from the baseline, else rolled back with its step halved. Rank 0 takes one
+    the lowest-scored filters (of all coupled groups together until a ``global_step`` share
+    of the MACs, then of one group at a time, round-robin), is fine-tuned (the learning rate
+    follows a cosine from its value down to zero in every fine-tuning window), and is
+    accepted when ``monitor`` dropped at most ``max_drop`` from the baseline (the next step
+    grows), else rolled back (the step halves). Rank 0 takes one
     :class:`~pl_pruning.pruning.schedule.Decision` per validation and broadcasts it once;
     every rank applies it (surgery, rollback, optimizers rebuilt with the state of the
     surviving channels, DDP wrapped again). The run state goes into checkpoints.
@@ -44,12 +54,21 @@ class PhaseController(Callback):
     Args:
         criterion: a name from :data:`pl_pruning.scoring.CRITERIA`.
         phases: ``["global"]``, ``["layerwise"]`` or ``["global", "layerwise"]``.
-        global_step: share of the remaining prunable filters removed per Phase-I step.
+        global_step: share of the network's current MACs removed per Phase-I step.
         layer_step: share of a group's filters removed per Phase-II step.
         min_step: a phase (in Phase II, a group) ends when its step falls below this.
-        max_drop: allowed drop of ``monitor`` from the baseline, absolute, in ``(0, 1)``.
+        grow, max_step: an accepted step makes the next one of its phase (group) ``grow``
+            times larger, at most ``max_step``; a rolled-back one halves it.
+        max_drop: allowed drop of ``monitor`` from the baseline, absolute, in ``(0, 1)``. The
+            final network is checked against it too; one that misses it is replaced by the
+            last accepted network (``report()["final_check"]``).
+        recheck: a rejection within one standard error of the validation accuracy above
+            ``max_drop`` is fine-tuned one more epoch and judged again.
         finetune_epochs: fine-tuning epochs after each surgery before the decision.
         final_epochs: fine-tuning epochs of the final network.
+        finetune_schedule: ``"cosine"`` (the learning rate from the optimizer's value down to
+            zero over every fine-tuning window and over the final fine-tune) or
+            ``"constant"``; off when the module configures its own LR scheduler.
         monitor, mode: the metric and whether higher (``"max"``) or lower is better.
         normalize: ``"per-layer"``, ``"none"`` or ``"cost-aware"`` (global ranking).
         layer_order: a name in :data:`pl_pruning.pruning.planner.LAYER_ORDERS` (``by_score``,
@@ -84,30 +103,23 @@ class PhaseController(Callback):
                  mode: str = "max", normalize: str = "per-layer", layer_order: str = "by_score",
                  target_macs: float | None = None, max_steps: int | None = None,
                  compensate: bool = True, ignored_layers: Iterable[str] = (), min_channels: int = 1,
-                 round_to: int | None = None, report_dir: str | None = None) -> None:
+                 round_to: int | None = None, report_dir: str | None = None, grow: float = 1.5,
+                 max_step: float = 0.5, recheck: bool = True, finetune_schedule: str = "cosine") -> None:
         self.criterion_name = get_criterion(criterion).name  # validates the name
-        phases = [phases] if isinstance(phases, str) else list(phases)
-        if not phases or any(p not in run_state.PHASES for p in phases) or len(set(phases)) != len(phases):
-            raise PlPruningError(f"phases must be a non-empty list of distinct names from {list(run_state.PHASES)}, "
-                                 f"got {phases!r}")
         self.monitor, self.report_dir = monitor, report_dir
         self.compensate = check_bool("compensate", compensate)
+        self.finetune_schedule = check_choice("finetune_schedule", finetune_schedule, ("cosine", "constant"))
         self.ignored_layers = check_names("ignored_layers", ignored_layers)
-        self.schedule = Schedule(  # the decision rule holds the other settings
-            phases=phases, global_step=check_fraction("global_step", global_step),
-            layer_step=check_fraction("layer_step", layer_step), min_step=check_fraction("min_step", min_step),
-            max_drop=check_fraction("max_drop", max_drop),
-            finetune_epochs=check_int("finetune_epochs", finetune_epochs, 1),
-            final_epochs=check_int("final_epochs", final_epochs, 0), mode=check_choice("mode", mode, ("max", "min")),
-            normalize=check_choice("normalize", normalize, NORMALIZATIONS),
-            layer_order=check_choice("layer_order", layer_order, list(planner.LAYER_ORDERS)),
-            target_macs=check_num("target_macs", target_macs, 0, low_open=True, optional=True),
-            max_steps=check_int("max_steps", max_steps, 1, optional=True),
-            min_channels=check_int("min_channels", min_channels, 1),
-            round_to=check_int("round_to", round_to, 1, optional=True))
+        self.schedule = Schedule(  # the decision rule holds (and checks) the other settings
+            phases=[phases] if isinstance(phases, str) else list(phases), global_step=global_step,
+            layer_step=layer_step, min_step=min_step, max_drop=max_drop, finetune_epochs=finetune_epochs,
+            final_epochs=final_epochs, mode=mode, normalize=normalize, layer_order=layer_order,
+            target_macs=target_macs, max_steps=max_steps, min_channels=min_channels, round_to=round_to,
+            grow=grow, max_step=max_step, recheck=recheck)
         self._tracked = {self.criterion_name}
         self._stats: Any = None
         self._restored = False  # rank 0 restored the accepted network while deciding
+        self._before_training = False  # the baseline validation, before the first epoch
         self.run = RunState(step=self.schedule.global_step)
 
     # ------------------------------------------------------------------ public
@@ -158,19 +170,8 @@ class PhaseController(Callback):
             raise PlPruningError(
                 f"criterion {needs_data[0]!r} is computed from activation statistics: add "
                 "EntropyStatistics() to the Trainer's callbacks, or choose a data-free criterion (l1, random)")
-        if not is_overridden("validation_step", pl_module):
-            raise PlPruningError("PhaseController needs a validation loop: "
-                                 f"{type(pl_module).__name__} defines no validation_step")
-        if trainer.limit_val_batches == 0:
-            raise PlPruningError("PhaseController needs a validation loop, but limit_val_batches=0")
-        if trainer.check_val_every_n_epoch != 1 or trainer.val_check_interval != 1.0:
-            raise PlPruningError(
-                "PhaseController decides after every epoch's validation: use check_val_every_n_epoch=1 "
-                f"and val_check_interval=1.0, got {trainer.check_val_every_n_epoch} and "
-                f"{trainer.val_check_interval}")
-        if not isinstance(getattr(pl_module, "example_input_array", None), Tensor):
-            raise PlPruningError("PhaseController needs pl_module.example_input_array (a Tensor) "
-                                 "to trace the network and count MACs")
+        require_validation_every_epoch(trainer, pl_module)
+        adapt_shapes_on_load(pl_module)  # fit(ckpt_path=...) after a surgery: the pruned shapes first
         resolve_ignored(pl_module, self.ignored_layers)  # a bad entry fails now, not after an epoch
         untraceable = self._graph(pl_module).untraceable
         if untraceable:
@@ -179,27 +180,47 @@ class PhaseController(Callback):
                            "a zero-padding shortcut); every other layer is pruned")
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._monitor_value(trainer)  # fails early, before any training, on a wrong key
+        monitored_value(trainer, self.monitor)  # fails early, before any training, on a wrong key
 
-    def _monitor_value(self, trainer: L.Trainer) -> float:
-        metrics = trainer.callback_metrics
-        if self.monitor not in metrics:
-            keys = ", ".join(sorted(metrics)) or "none"
-            raise PlPruningError(f"monitor={self.monitor!r} is not logged; the logged keys are: {keys}")
-        return float(metrics[self.monitor])
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        run = self.run
+        if not run.base_lrs:
+            run.base_lrs = [[g["lr"] for g in o.param_groups] for o in trainer.optimizers]
+        if self.finetune_schedule == "cosine" and trainer.lr_scheduler_configs:
+            rank_zero_warn("[PhaseController] the module configures an LR scheduler: it sets the fine-tuning "
+                           "learning rate (finetune_schedule='cosine' is left out)")
+        if run.phase is Phase.BASELINE and trainer.global_step == 0:
+            self._before_training = True  # the baseline is the network given, before any epoch
+            try:
+                validate_now(trainer)
+            finally:
+                self._before_training = False
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.finetune_schedule != "cosine" or not self.is_finetuning or trainer.lr_scheduler_configs:
+            return
+        factor = run_state.cosine_factor(self.run.epochs_since_surgery, batch_idx,
+                                         trainer.num_training_batches, self.schedule.window(self.run))
+        scale_learning_rates(trainer, self.run.base_lrs, factor)
 
     # ------------------------------------------------------------------ the loop
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.run.phase is Phase.DONE:
             return
-        metric = self._monitor_value(trainer)
+        metric = monitored_value(trainer, self.monitor)
+        if not math.isfinite(metric):
+            rank_zero_warn(f"[PhaseController] {self.monitor}={metric}: the step is rolled back")
+        if self.run.phase is Phase.BASELINE:
+            self.run.noise = noise_at_bound(trainer, metric, self.schedule.max_drop, self.schedule.mode, self.monitor)
         self._refresh_scores(pl_module)
         decision = None
         if trainer.is_global_zero:  # one decision, taken where the model is restored first
             net = Network(lambda: self._scored(pl_module), lambda: self._cost(pl_module),
                           lambda: self._restore_accepted(pl_module, mark=True))
-            decision = self.schedule.decide(self.run, metric, net, trainer.current_epoch, trainer.max_epochs)
+            done = 0 if self._before_training else trainer.current_epoch + 1
+            decision = self.schedule.decide(self.run, metric, net, done, trainer.max_epochs)
         self._apply(trainer, pl_module, trainer.strategy.broadcast(decision, src=0))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -241,11 +262,21 @@ class PhaseController(Callback):
             self._finish(trainer, pl_module, d.metric if d.judged is None else run.accepted["record"]["metric"])
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, metric: float | None) -> None:
-        self.run.final_metric = metric
-        drop = self.schedule.drop(self.run, metric) if metric is not None else None
+        """The run ends: the final network checked against ``max_drop``; one that misses it
+        gives way to the last accepted network (the one before the final fine-tune)."""
+        run = self.run
+        drop = self.schedule.drop(run, metric) if metric is not None else None
+        ok = drop is None or self.schedule.accepts(drop)
+        run.final_check = {"metric": metric, "drop": drop, "within_max_drop": ok, "returned": "final network"}
+        if not ok and run.accepted is not None:
+            self._restore_accepted(pl_module)
+            run.final_check["returned"] = "last accepted network (the final fine-tune missed max_drop)"
+            rank_zero_warn(f"[PhaseController] the final network's {self.monitor}={metric:.4f} misses max_drop; "
+                           "returning the last accepted network")
+        run.final_metric = metric
         self._record(trainer, StepRecord(Phase.FINAL.value, None, 0.0, *self._cost(pl_module), metric=metric,
-                                         drop=drop, accepted=True))
-        self.run.phase = Phase.DONE
+                                         drop=drop, accepted=ok))
+        run.phase = Phase.DONE
         trainer.should_stop = True
         self._write_report(trainer, pl_module)
 
@@ -282,12 +313,12 @@ class PhaseController(Callback):
 
     def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, record: StepRecord) -> dict[str, Any]:
         return {**optimizer_state.snapshot(pl_module, trainer.optimizers), "record": record.to_dict(),
-                "ids": {k: v.clone() for k, v in self.run.scores.ids.items()}}
+                "scores": self.run.scores.copy()}
 
     def _restore_accepted(self, pl_module: L.LightningModule, mark: bool = False) -> None:
         self._restored = mark  # rank 0 restores while deciding; the others when applying
         optimizer_state.restore_model(pl_module, self.run.accepted["model"])
-        self.run.scores.ids = {k: v.clone() for k, v in self.run.accepted["ids"].items()}
+        self.run.scores = self.run.accepted["scores"].copy()  # the accepted network's own statistics
         if self._stats is not None:
             self._stats.invalidate()
 

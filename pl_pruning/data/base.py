@@ -16,8 +16,10 @@ def split_indices(labels: Sequence[int], fractions: Sequence[float], seed: int) 
     """Stratified split of ``range(len(labels))`` into parts of the given fractions.
 
     Every class is shuffled with ``seed`` and cut in the same proportions, so each
-    split keeps the class balance; the last part takes the remainder. The result
-    depends only on the labels, the fractions and the seed.
+    split keeps the class balance; the last part takes the remainder. Each part is
+    shuffled too (with the same generator), so a data set stored class by class (an
+    image folder) does not give class-sorted validation batches. The result depends only
+    on the labels, the fractions and the seed.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -31,7 +33,7 @@ def split_indices(labels: Sequence[int], fractions: Sequence[float], seed: int) 
             stop = len(idx) if i == len(bounds) - 1 else stop
             parts[i].append(idx[start:stop])
             start = stop
-    return [np.sort(np.concatenate(p)) for p in parts]
+    return [rng.permutation(np.concatenate(p)) for p in parts]
 
 
 def balanced_subset(labels: Sequence[int], per_class: int, seed: int) -> np.ndarray:

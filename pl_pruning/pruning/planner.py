@@ -87,6 +87,11 @@ class FilterScores:
         cache = self.cache.get(key, {})
         return {layer: cache[layer][ids] for layer, ids in self.ids.items() if layer in cache}
 
+    def copy(self) -> FilterScores:
+        """A deep copy (what an accepted network keeps, so a rollback restores its own scores)."""
+        return FilterScores(ids={k: v.clone() for k, v in self.ids.items()},
+                            cache={key: {k: v.clone() for k, v in layers.items()} for key, layers in self.cache.items()})
+
     def remove(self, removed: Mapping[str, Sequence[int]]) -> None:
         """Forget the filters a surgery removed (indices in each layer's current numbering)."""
         for name, gone in removed.items():
@@ -143,35 +148,45 @@ def normalised(scored: Scored, normalize: str, graph: NetworkGraph) -> list[Tens
 
 
 def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: str = "per-layer",
-                min_channels: int = 1) -> dict[str, list[int]]:
-    """Phase I: the lowest ``step`` share of all group filters, ranked together.
+                min_channels: int = 1, macs: float | None = None) -> dict[str, list[int]]:
+    """Phase I: the lowest-ranked filters of all groups, ranked together.
 
-    Every group keeps at least ``min_channels``; ties go to the earlier group and filter.
+    How many: with ``macs``, the fewest filters whose removal saves at least ``macs`` MACs
+    per sample (a filter of a group saves :func:`group_costs`); without, the ``step`` share
+    of all group filters. Every group keeps at least ``min_channels``; ties go to the
+    earlier group and filter.
     """
     total = sum(g.channels for g, _ in scored)
-    k = int(step * total)
-    if not scored or k < 1:
+    k = total if macs is not None else int(step * total)
+    if not scored or k < 1 or (macs is not None and macs <= 0):
         return {}
     candidates = sorted((v, group.root, i) for (group, _), s in zip(scored, normalised(scored, normalize, graph),
                                                                      strict=True)
                         for i, v in enumerate(s.tolist()))
+    cost = dict(zip((g.root for g, _ in scored), group_costs(scored, graph), strict=True))
     budget = {g.root: g.channels - min_channels for g, _ in scored}
     plan: dict[str, list[int]] = {}
+    saved = 0.0
     for _, root, i in candidates:
-        if k == 0:
+        if k == 0 or (macs is not None and saved >= macs):
             break
         if budget[root] > 0:
             plan.setdefault(root, []).append(i)
             budget[root] -= 1
             k -= 1
+            saved += cost[root]
     return plan
 
 
-def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1) -> dict[str, list[int]]:
-    """Phase II: the lowest ``step`` share of one group's filters (``layer`` is its root)."""
+def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1,
+               max_filters: int | None = None) -> dict[str, list[int]]:
+    """Phase II: the lowest ``step`` share of one group's filters (``layer`` is its root),
+    at most ``max_filters``."""
     for group, s in scored:
         if group.root == layer:
             k = min(int(step * group.channels), group.channels - min_channels)
+            if max_filters is not None:
+                k = min(k, max_filters)
             return {layer: torch.argsort(s, stable=True)[:k].tolist()} if k >= 1 else {}
     return {}
 

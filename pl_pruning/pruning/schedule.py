@@ -7,26 +7,34 @@ Lightning-free: :class:`~pl_pruning.callbacks.PhaseController` calls
 
     baseline -> global (Phase I) -> layerwise (Phase II) -> final -> done
 
-Phase I removes the lowest ``step`` share of all group filters, ranked together; a step
-whose drop from the baseline exceeds ``max_drop`` is rolled back and the step halves; the
-phase ends when the step falls below ``min_step``. Phase II does the same one group at a
-time, in the layer order, each group with its own step. The budget (``max_steps``,
-``target_macs``, the epochs left) can end pruning early; the final fine-tune follows.
+Phase I removes the lowest-ranked filters of all groups together until they save the
+``step`` share of the network's current MACs; Phase II visits the groups round-robin in the
+layer order, each with its own ``step`` (a share of its filters). An accepted step makes
+the next one ``grow`` times larger (at most ``max_step``); a rolled-back one halves it; a
+phase (a group) ends when its step falls below ``min_step``. A step is accepted when the
+monitored metric dropped at most ``max_drop`` from the baseline; a rejection within one
+standard error of the validation accuracy (``RunState.noise``) of the bound is fine-tuned
+one more epoch and judged again (``recheck``). ``target_macs`` caps every step so the run
+stops on it; the budget (``max_steps``, the epochs left) can end pruning early; the final
+fine-tune follows, and a final network that misses the bound is replaced by the last
+accepted one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
+from pl_pruning.errors import PlPruningError
 from pl_pruning.pruning import planner
 from pl_pruning.pruning.graph import NetworkGraph
 from pl_pruning.pruning.planner import FilterScores
 
-__all__ = ["Decision", "Network", "Phase", "RunState", "Schedule", "StepRecord", "load_run_state",
-           "run_state_dict", "summarize"]
+__all__ = ["Decision", "Network", "Phase", "RunState", "Schedule", "StepRecord", "cosine_factor",
+           "load_run_state", "run_state_dict", "summarize"]
 
 
 class Phase(str, Enum):
@@ -41,7 +49,7 @@ class Phase(str, Enum):
 
 PHASES = (Phase.GLOBAL.value, Phase.LAYERWISE.value)
 PRUNING = (Phase.GLOBAL, Phase.LAYERWISE)
-_MACHINE = ("phase", "baseline", "step", "layer_queue", "layer_steps")  # what a decision sets
+_MACHINE = ("phase", "baseline", "step", "layer_queue", "layer_steps", "pending")  # what a decision sets
 
 
 @dataclass
@@ -59,6 +67,7 @@ class StepRecord:
     accepted: bool | None = None
     surgery_s: float | None = None
     epoch: int | None = None
+    rechecks: int = 0                  # extra fine-tuning epochs of a marginal rejection
 
     def describe(self, monitor: str) -> str:
         """One log line."""
@@ -69,7 +78,8 @@ class StepRecord:
                 f"MACs={self.macs / 1e6:.2f}M -> {'accepted' if self.accepted else 'rolled back'}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("surgery_s", "epoch")}
+        return {k: v for k, v in asdict(self).items()
+                if (v is not None or k not in ("surgery_s", "epoch")) and (k != "rechecks" or v)}
 
 
 @dataclass
@@ -89,7 +99,10 @@ class RunState:
     baseline_cost: dict[str, int] | None = None
     baseline_channels: dict[str, int] = field(default_factory=dict)
     scores: FilterScores = field(default_factory=FilterScores)
-    accepted: dict[str, Any] | None = None                     # model, optimizers, ids, record
+    accepted: dict[str, Any] | None = None                     # model, optimizers, scores, record
+    noise: float = 0.0                 # standard error of the baseline metric (0: unknown)
+    base_lrs: list[list[float]] = field(default_factory=list)  # per optimizer, per param group
+    final_check: dict[str, Any] | None = None                  # the final network against max_drop
 
 
 @dataclass
@@ -119,6 +132,10 @@ def load_run_state(state: dict[str, Any], defaults: RunState) -> RunState:
     values["history"] = [StepRecord(**r) for r in values.get("history", [])]
     if isinstance(values.get("scores"), dict):
         values["scores"] = FilterScores(**values["scores"])
+    accepted = values.get("accepted")
+    if accepted is not None and not isinstance(accepted.get("scores"), FilterScores):
+        kept = accepted.get("scores") or {"ids": accepted.get("ids", {}), "cache": {}}
+        values["accepted"] = {**accepted, "scores": FilterScores(**kept)}
     return replace(defaults, **values)
 
 
@@ -126,15 +143,31 @@ def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
     """A run's report: ``meta`` (monitor, mode, criterion ...), the baseline, the final (or
     last accepted) network, the reductions, and every step as a dict."""
     history = [r.to_dict() for r in run.history]
-    last = next((e for e in reversed(history) if e["phase"] == Phase.FINAL.value),
-                run.accepted["record"] if run.accepted else None)
+    last = next((e for e in reversed(history) if e["phase"] == Phase.FINAL.value), None)
+    if (last is None or last["accepted"] is False) and run.accepted:
+        last = run.accepted["record"]  # the final fine-tune missed the bound: the network returned
     base = run.baseline_cost or {}
     out: dict[str, Any] = {**meta, "baseline": {"metric": run.baseline, **base}, "history": history}
+    if run.final_check is not None:
+        out["final_check"] = run.final_check
     if last is not None and base:
         out["final"] = {"metric": last["metric"], "macs": last["macs"], "params": last["params"]}
         out["macs_reduction"] = base["macs"] / max(1, last["macs"])
         out["params_reduction"] = base["params"] / max(1, last["params"])
     return out
+
+
+def cosine_factor(epoch: int, batch: int, batches: float, window: int) -> float:
+    """The learning-rate factor at ``batch`` of the ``epoch``-th epoch (from 0) of a
+    fine-tuning window of ``window`` epochs: a cosine from 1 down to 0 over the window
+    (per epoch when the number of ``batches`` per epoch is not known)."""
+    if window <= 0:
+        return 1.0
+    if math.isfinite(batches) and batches > 0:
+        position = min(1.0, (epoch * batches + batch) / (window * batches))
+    else:
+        position = min(1.0, epoch / window)
+    return 0.5 * (1.0 + math.cos(math.pi * position))
 
 
 @dataclass
@@ -165,18 +198,61 @@ class Schedule:
     max_steps: int | None
     min_channels: int
     round_to: int | None
+    grow: float = 1.5
+    max_step: float = 0.5
+    recheck: bool = True
+
+    def __post_init__(self) -> None:
+        """Every setting checked, named in the error (:class:`~pl_pruning.errors.PlPruningError`)."""
+        from pl_pruning.scoring import NORMALIZATIONS
+        from pl_pruning.validate import (
+            check_bool,
+            check_choice,
+            check_fraction,
+            check_int,
+            check_number,
+        )
+
+        p = self.phases
+        if not p or any(x not in PHASES for x in p) or len(set(p)) != len(p):
+            raise PlPruningError(f"phases must be a non-empty list of distinct names from {list(PHASES)}, got {p!r}")
+        for name in ("global_step", "layer_step", "min_step", "max_drop", "max_step"):
+            setattr(self, name, check_fraction(name, getattr(self, name)))
+        for name, low, optional in (("finetune_epochs", 1, False), ("final_epochs", 0, False),
+                                    ("max_steps", 1, True), ("min_channels", 1, False), ("round_to", 1, True)):
+            setattr(self, name, check_int(name, getattr(self, name), low, optional=optional))
+        check_choice("mode", self.mode, ("max", "min"))
+        check_choice("normalize", self.normalize, NORMALIZATIONS)
+        check_choice("layer_order", self.layer_order, list(planner.LAYER_ORDERS))
+        self.target_macs = check_number("target_macs", self.target_macs, 0, low_open=True, optional=True)
+        self.grow = check_number("grow", self.grow, 1.0)
+        self.recheck = check_bool("recheck", self.recheck)
 
     def drop(self, run: RunState, metric: float) -> float:
-        """How much worse ``metric`` is than the baseline (positive = worse)."""
+        """How much worse ``metric`` is than the baseline (positive = worse; ``inf`` for a
+        metric that is not finite, such as the loss of a diverged fine-tune)."""
+        if not math.isfinite(metric):
+            return math.inf
         return run.baseline - metric if self.mode == "max" else metric - run.baseline
 
-    def decide(self, run: RunState, metric: float, net: Network, epoch: int,
+    def accepts(self, drop: float) -> bool:
+        return drop <= self.max_drop + 1e-12
+
+    def window(self, run: RunState) -> int:
+        """Fine-tuning epochs of the current window: after a surgery (plus its rechecks),
+        or the final fine-tune."""
+        if run.phase is Phase.FINAL:
+            return self.final_epochs
+        return self.finetune_epochs + (run.pending.rechecks if run.pending is not None else 0)
+
+    def decide(self, run: RunState, metric: float, net: Network, epochs_done: int,
                max_epochs: int | None) -> Decision:
         """Judge the step just fine-tuned (the baseline is the first accepted one), restore
         the accepted network if it failed (``net.restore``), plan the next surgery.
 
-        Changes ``run``'s decided fields (:attr:`Decision.machine` lists them, for the
-        other ranks); collects nothing across processes.
+        ``epochs_done`` is the number of training epochs finished (0 for the validation
+        before training). Changes ``run``'s decided fields (:attr:`Decision.machine` lists
+        them, for the other ranks); collects nothing across processes.
         """
         d = Decision(metric=metric)
         if run.phase is Phase.BASELINE:
@@ -188,70 +264,117 @@ class Schedule:
                 self._enter_layerwise(run, net)
         else:
             epochs = run.epochs_since_surgery + 1
-            if run.phase is Phase.FINAL or epochs < self.finetune_epochs:
-                d.finish = run.phase is Phase.FINAL and epochs >= self.final_epochs
+            if epochs < self.window(run):
+                return d
+            if run.phase is Phase.FINAL:
+                d.finish = True
                 return d
             drop = self.drop(run, metric)
-            d.judged = replace(run.pending, metric=metric, drop=drop, accepted=drop <= self.max_drop + 1e-12)
+            if not self.accepts(drop) and self._marginal(run, drop) and self._epochs_left(epochs_done, 1, max_epochs):
+                run.pending = replace(run.pending, rechecks=run.pending.rechecks + 1)
+                d.machine = {k: getattr(run, k) for k in _MACHINE}
+                return d  # one more epoch, then judged again
+            d.judged = replace(run.pending, metric=metric, drop=drop, accepted=self.accepts(drop))
+            run.pending = None
+            self._adapt(run, d.judged)
             if not d.judged.accepted:
                 net.restore()
-                if run.phase is Phase.GLOBAL:
-                    run.step /= 2
-                else:
-                    run.layer_steps[run.layer_queue[0]] = run.layer_steps.get(run.layer_queue[0],
-                                                                              self.layer_step) / 2
-        self._plan_next(run, d, net, epoch, max_epochs)
+        self._plan_next(run, d, net, epochs_done, max_epochs)
         d.machine = {k: getattr(run, k) for k in _MACHINE}
         return d
 
-    def _plan_next(self, run: RunState, d: Decision, net: Network, epoch: int, max_epochs: int | None) -> None:
+    def _marginal(self, run: RunState, drop: float) -> bool:
+        """A rejection within the noise: one standard error above the bound, not yet rechecked."""
+        return (self.recheck and run.noise > 0 and math.isfinite(drop) and drop <= self.max_drop + run.noise
+                and run.pending is not None and run.pending.rechecks == 0)
+
+    def _adapt(self, run: RunState, judged: StepRecord) -> None:
+        """Grow the judged step's size after an acceptance, halve it after a rollback; in
+        Phase II the judged group goes to the back of the queue (round-robin)."""
+        step = max(judged.step, min(judged.step * self.grow, self.max_step)) if judged.accepted else judged.step / 2
+        if run.phase is Phase.GLOBAL:
+            run.step = step
+        elif judged.layer is not None:
+            run.layer_steps[judged.layer] = step
+            if judged.layer in run.layer_queue:  # to the back, or out when its step is spent
+                run.layer_queue.remove(judged.layer)
+                if step >= self.min_step:
+                    run.layer_queue.append(judged.layer)
+
+    def _plan_next(self, run: RunState, d: Decision, net: Network, epochs_done: int,
+                   max_epochs: int | None) -> None:
         """The next surgery's plan, or on to the next phase / the final fine-tune."""
         while run.phase in PRUNING:
-            if not self._budget_left(run, d, epoch, max_epochs):
+            if not self._budget_left(run, d, epochs_done, max_epochs):
                 run.phase = Phase.FINAL
                 break
             graph, scored = net.scored()
-            plan: dict[str, list[int]] = {}
+            room = self._room(run, d, graph.macs)  # MACs the target still allows to remove
             if run.phase is Phase.GLOBAL:
-                planned = (Phase.GLOBAL.value, None, run.step)
+                d.planned = (Phase.GLOBAL.value, None, run.step)
+                plan = {}
                 if run.step >= self.min_step:
                     plan = planner.global_plan(scored, run.step, graph, normalize=self.normalize,
-                                               min_channels=self.min_channels)
-            elif run.layer_queue:
-                layer = run.layer_queue[0]
-                planned = (Phase.LAYERWISE.value, layer, run.layer_steps.setdefault(layer, self.layer_step))
-                if planned[2] >= self.min_step:
-                    plan = planner.layer_plan(scored, layer, planned[2], min_channels=self.min_channels)
+                                               min_channels=self.min_channels,
+                                               macs=min(run.step * graph.macs, room))
+                d.plan = planner.rounded(plan, scored, self.round_to)
             else:
-                planned = None
-            d.plan = planner.rounded(plan, scored, self.round_to)
+                d.plan = self._layer_plan(run, d, scored, graph, room)
             if d.plan:
-                d.planned = planned
                 return
-            if planned is not None and planned[1] is not None:  # this group is done
-                run.layer_queue.pop(0)
-                continue
+            d.planned = None
             idx = self.phases.index(run.phase.value)
             run.phase = Phase(self.phases[idx + 1]) if idx + 1 < len(self.phases) else Phase.FINAL
             if run.phase is Phase.LAYERWISE:
                 self._enter_layerwise(run, net)
         d.finish = run.phase is Phase.FINAL and self.final_epochs == 0
 
+    def _layer_plan(self, run: RunState, d: Decision, scored: planner.Scored, graph: NetworkGraph,
+                    room: float) -> dict[str, list[int]]:
+        """The next group of the round-robin queue that still has something to cut; groups
+        whose step fell below ``min_step`` or that cannot lose a filter leave the queue."""
+        costs = dict(zip((g.root for g, _ in scored), planner.group_costs(scored, graph), strict=True))
+        while run.layer_queue:
+            layer = run.layer_queue[0]
+            step = run.layer_steps.setdefault(layer, self.layer_step)
+            plan = {}
+            if step >= self.min_step and layer in costs:
+                cap = None if math.isinf(room) else max(1, math.ceil(room / costs[layer]))
+                plan = planner.rounded(planner.layer_plan(scored, layer, step, min_channels=self.min_channels,
+                                                          max_filters=cap), scored, self.round_to)
+            if plan:
+                d.planned = (Phase.LAYERWISE.value, layer, step)
+                return plan
+            run.layer_queue.pop(0)
+        return {}
+
     def _enter_layerwise(self, run: RunState, net: Network) -> None:
         graph, scored = net.scored()
         run.layer_queue = planner.order_layers(self.layer_order, scored, graph)
         run.layer_steps = {}
 
-    def _budget_left(self, run: RunState, d: Decision, epoch: int, max_epochs: int | None) -> bool:
+    def _target(self, run: RunState, d: Decision) -> float | None:
+        """``target_macs`` in MACs (``d.judged``: the baseline, or the step just judged)."""
+        if self.target_macs is None:
+            return None
+        if self.target_macs > 1:
+            return self.target_macs
+        return self.target_macs * (run.baseline_cost["macs"] if run.baseline_cost else d.judged.macs)
+
+    def _room(self, run: RunState, d: Decision, macs: float) -> float:
+        target = self._target(run, d)
+        return math.inf if target is None else max(0.0, macs - target)
+
+    def _epochs_left(self, epochs_done: int, needed: int, max_epochs: int | None) -> bool:
+        """Whether ``needed`` more fine-tuning epochs and the final fine-tune still fit."""
+        return max_epochs is None or max_epochs <= 0 or epochs_done + needed + self.final_epochs <= max_epochs
+
+    def _budget_left(self, run: RunState, d: Decision, epochs_done: int, max_epochs: int | None) -> bool:
         if self.max_steps is not None and run.surgeries >= self.max_steps:
             return False
-        # Another step must leave room for its fine-tuning and the final fine-tune.
-        if max_epochs is not None and max_epochs > 0:
-            if epoch + 1 + self.finetune_epochs + self.final_epochs > max_epochs:
-                return False
-        if self.target_macs is not None:  # d.judged: the baseline, or the step just judged
-            base = run.baseline_cost["macs"] if run.baseline_cost else d.judged.macs
-            target = self.target_macs * base if self.target_macs <= 1 else self.target_macs
-            if (d.judged.macs if d.judged.accepted else run.accepted["record"]["macs"]) <= target:
-                return False
+        if not self._epochs_left(epochs_done, self.finetune_epochs, max_epochs):
+            return False
+        target = self._target(run, d)
+        if target is not None:
+            return (d.judged.macs if d.judged.accepted else run.accepted["record"]["macs"]) > target
         return True

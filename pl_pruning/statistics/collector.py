@@ -12,9 +12,13 @@ every element N x H x W, not on the pooled value).
 
 **Bin edges.** Per filter, ``num_bins`` equal-width bins from the minimum to the maximum
 of ``A`` over a calibration set: the first ``calibration_batches`` batches of the epoch on
-every rank, reduced across ranks with min/max (so under DDP it is the union of the ranks'
-first batches). Those batches are held back (bounded memory: ``calibration_batches x batch
-x filters`` floats), then counted with the fixed edges like all later batches; a value
+every rank, and more until every class has at least half its balanced share of them
+(``calibration_batches x batch / classes / 2`` samples), so that a loader sorted by class
+still calibrates on every class; at most :data:`CALIBRATION_CAP` times
+``calibration_batches`` batches (then a warning names the classes missing). The range is
+reduced across ranks with min/max (under DDP, the union of the ranks' first batches; the
+class counts are summed across ranks, so every rank stops at the same batch). Those
+batches are held back, then counted with the fixed edges like all later batches; a value
 outside the range falls into the first or last bin. The histogram is a sum over samples,
 so given the calibration set the result does not depend on the order of the batches.
 
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONDITIONS = ("label", "prediction")
+CALIBRATION_CAP = 16  # calibration holds back at most this many times calibration_batches batches
 
 
 def check_options(num_bins: Any, condition_on: Any, calibration_batches: Any, num_classes: Any,
@@ -344,8 +349,30 @@ class StatisticsCollector:
             for start, v, _ in pieces:
                 ep.range.update(v, start)
             ep.buffer.extend(pieces)
-            if ep.batches_seen >= self.calibration_batches:
+            if self._classes_covered(ep, labels):
                 self._calibrate(ep)
+
+    def _classes_covered(self, ep: Epoch, labels: Tensor) -> bool:
+        """Whether the calibration batches so far hold every class's share (summed over
+        ranks; the same answer on every rank), or the cap is reached."""
+        counts = torch.bincount(labels.long(), minlength=ep.num_classes).to(torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+        ep.class_counts = counts if ep.class_counts is None else ep.class_counts + counts
+        ep.calibration_samples += int(labels.numel())
+        if ep.batches_seen < self.calibration_batches:
+            return False
+        share = ep.calibration_samples * (torch.distributed.get_world_size() if torch.distributed.is_available()
+                                          and torch.distributed.is_initialized() else 1)
+        need = max(1.0, share / ep.num_classes / 2)
+        if bool((ep.class_counts >= need).all()):
+            return True
+        if ep.batches_seen >= CALIBRATION_CAP * self.calibration_batches:
+            missing = (ep.class_counts < need).nonzero().flatten().tolist()
+            log.warning(f"bin ranges calibrated on {ep.batches_seen} batches in which classes {missing[:10]} "
+                        "have fewer samples than their share: is the loader sorted by class? Shuffle it")
+            return True
+        return False
 
     def _calibrate(self, ep: Epoch) -> None:
         low, high = ep.range.compute()  # min / max across ranks

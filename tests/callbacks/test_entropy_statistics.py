@@ -200,6 +200,16 @@ def test_dead_filter_in_a_real_network_scores_lowest():
 # ------------------------------------------------------------------ real network vs references
 
 
+def calibration_batches_used(labels, calib, classes):
+    counts, samples = np.zeros(classes), 0
+    for b, y in enumerate(labels, start=1):
+        counts += np.bincount(np.asarray(y), minlength=classes)
+        samples += len(y)
+        if b >= calib and (counts >= max(1.0, samples / classes / 2)).all():
+            return b
+    return len(labels)
+
+
 def test_real_network_statistics_match_independent_references():
     model = digits_model()
     num_bins, calib = 10, 2
@@ -214,8 +224,9 @@ def test_real_network_statistics_match_independent_references():
     for layer in SMALL_CNN_TAPS:
         a = rec.values(layer)
         s = result[layer]
-        # bin edges: min / max over the first `calib` batches
-        first = np.concatenate(rec.batches(layer)[:calib])
+        # bin edges: min / max over the first `calib` batches, and more until every class
+        # has half its balanced share of the batches so far
+        first = np.concatenate(rec.batches(layer)[:calibration_batches_used(rec.labels, calib, 10)])
         np.testing.assert_array_equal(s.low.numpy(), first.min(0))
         np.testing.assert_array_equal(s.high.numpy(), first.max(0))
         bins = reference_bins(a, s.low.numpy(), s.high.numpy(), num_bins)
@@ -253,9 +264,12 @@ def test_result_does_not_depend_on_batch_order():
     for layer in a:
         assert torch.equal(a[layer].counts, b[layer].counts)
         torch.testing.assert_close(a[layer].activation_sum, b[layer].activation_sum)
-    # keep the first 2 batches (the calibration set), permute the rest
-    rest = 60 + torch.randperm(n - 60, generator=torch.Generator().manual_seed(4))
-    c, d = run(torch.arange(n), 2), run(torch.cat([torch.arange(60), rest]), 2)
+    # keep the calibration set (the first 2 batches, and more until every class has its
+    # half share), permute the rest
+    kept = 30 * calibration_batches_used([y[i:i + 30].numpy() for i in range(0, n, 30)], 2, 10)
+    assert kept < n
+    rest = kept + torch.randperm(n - kept, generator=torch.Generator().manual_seed(4))
+    c, d = run(torch.arange(n), 2), run(torch.cat([torch.arange(kept), rest]), 2)
     for layer in c:
         assert torch.equal(c[layer].counts, d[layer].counts)
 

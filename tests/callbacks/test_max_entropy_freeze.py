@@ -121,8 +121,10 @@ class StateRecorder(Recorder):
             channels={n: m.out_channels for n, m in pl_module.named_modules() if isinstance(m, torch.nn.Conv2d)})
 
     def on_validation_epoch_start(self, trainer, pl_module):
-        # the end of training in this epoch: the validation that follows may prune
-        self.epochs[-1]["trained"] = copy.deepcopy(pl_module.state_dict())
+        # the end of training in this epoch: the validation that follows may prune (the
+        # controller's baseline validation comes before the first epoch)
+        if self.epochs:
+            self.epochs[-1]["trained"] = copy.deepcopy(pl_module.state_dict())
 
 
 def test_with_a_controller_it_freezes_in_fine_tuning_only_and_follows_every_surgery(digits_model):
@@ -136,8 +138,7 @@ def test_with_a_controller_it_freezes_in_fine_tuning_only_and_follows_every_surg
     freeze = MaxEntropyFreeze(fraction=0.1)
     recorder = StateRecorder(freeze, controller)
     trainer([EntropyStatistics(), controller, freeze, recorder], max_epochs=10).fit(model, datamodule=dm)
-    first, *rest = recorder.epochs
-    assert first["state"] == "baseline" and not first["finetuning"] and first["frozen"] == {}
+    rest = recorder.epochs  # the baseline is validated before training: every epoch fine-tunes
     assert all(e["finetuning"] for e in rest)  # two pruning steps (accepted), then the final epoch
     shapes = [tuple(e["channels"].values()) for e in rest]
     assert len(rest) == 3 and shapes[0] != shapes[1] == shapes[2]  # step 1, step 2, the final epoch
@@ -166,6 +167,7 @@ def test_a_rolled_back_surgery_leaves_nothing_behind_in_frozen_filters():
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
     model = ImageClassifier(net, num_classes=10, input_shape=(1, 8, 8), lr=0.05, scheduler="none")
     dm = DigitsDataModule()
+    trainer(max_epochs=4).fit(model, datamodule=dm)  # a trained network, the baseline
     # Phase II on the first convolution alone: the second keeps its filters (and its bias
     # object), and receives the compensation of the removed channels in that bias.
     controller = PhaseController(phases=["layerwise"], layer_order="front_to_back", layer_step=0.9,

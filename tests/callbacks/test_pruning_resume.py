@@ -4,6 +4,7 @@ import copy
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from pruning_helpers import trained_digits_classifier, trainer
 from torch import nn
@@ -57,3 +58,57 @@ def test_resume_mid_phase_one_ends_like_an_uninterrupted_run(tmp_path):
     assert [(e["phase"], e["layer"], e["accepted"]) for e in resumed.history] == \
         [(e["phase"], e["layer"], e["accepted"]) for e in whole.history]
     assert channels(fresh) == channels(whole_model)
+
+
+class UserModule(L.LightningModule):
+    """A user's own LightningModule: nothing in it knows about pruning."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+        self.example_input_array = torch.zeros(1, 1, 8, 8)
+
+    def forward(self, x):
+        return self.body(x)
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        self.log("val_acc", (self(x).argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+def test_a_users_own_module_resumes_after_a_surgery(tmp_path):
+    """The callbacks carry the pruned shapes themselves: a fresh, unpruned module of the
+    user's class resumes with fit(ckpt_path=...) from a checkpoint written after a surgery."""
+    from pl_pruning.data import DigitsDataModule
+
+    dm = DigitsDataModule()
+    L.seed_everything(0)
+    start = UserModule()
+    trainer(max_epochs=4).fit(start, datamodule=dm)
+
+    def run(folder, model, *extra, ckpt_path=None):
+        controller = PhaseController(criterion="l1", phases=["global"], max_drop=0.5, max_steps=3, final_epochs=1)
+        ckpt = ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=1, monitor=None)
+        trainer([controller, ckpt, *extra], max_epochs=10).fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return controller
+
+    whole_model = copy.deepcopy(start)
+    whole = run(tmp_path / "whole", whole_model)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "crashed", copy.deepcopy(start), Crash(at_epoch=2))
+    fresh = UserModule()  # unpruned: 16 and 32 filters
+    resumed = run(tmp_path / "crashed", fresh, ckpt_path=str(tmp_path / "crashed" / "last.ckpt"))
+    assert channels(fresh) == channels(whole_model) != {"body.0": 16, "body.3": 32}
+    assert [(e["phase"], e["macs"], e["accepted"]) for e in resumed.history] == \
+        [(e["phase"], e["macs"], e["accepted"]) for e in whole.history]
+    for key, value in whole_model.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[key]), key

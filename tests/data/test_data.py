@@ -50,6 +50,11 @@ def test_split_indices_is_stratified_and_complete():
     assert sorted(np.concatenate(parts).tolist()) == list(range(200))
     for p, frac in zip(parts, [0.6, 0.2, 0.2]):
         assert np.all(np.bincount(labels[p], minlength=4) == int(50 * frac))
+    # a data set stored class by class still gives mixed batches: every part is shuffled
+    val = labels[parts[1]]
+    assert len(set(val[:10].tolist())) >= 3 and not np.all(np.diff(val) >= 0)
+    again = split_indices(labels, [0.6, 0.2, 0.2], seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))  # fixed by the seed
 
 
 def test_balanced_subset():

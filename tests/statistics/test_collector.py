@@ -99,3 +99,38 @@ def test_zero_count_state_is_declared_and_updated_by_its_metric():
     zc.update(torch.tensor([1.0, 1.0, 1.0]), torch.tensor([2.0, 2.0, 2.0], dtype=torch.float64))
     out = zc.compute()
     assert out["zeros"].tolist() == [1.0, 5.0, 2.0] and out["elements"].tolist() == [6.0, 6.0, 4.0]
+
+
+def _sorted_by_class_collection(classes: int, batches_per_class: int, calibration_batches: int):
+    """A conv whose pooled activation is the class index (plus noise), fed class by class."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, classes))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.zero_()
+    col = StatisticsCollector(net, num_classes=classes, calibration_batches=calibration_batches)
+    col.start(example_inputs=torch.zeros(1, 1, 4, 4))
+    calibrated_at = None
+    for cls in range(classes):
+        for b in range(batches_per_class):
+            with col.batch(torch.full((8,), cls)):
+                net(torch.full((8, 1, 4, 4), float(cls)) + 0.1 * torch.rand(8, 1, 4, 4))
+            if calibrated_at is None and col._epoch.calibrated:
+                calibrated_at = (cls, b)
+    return col.finish(), calibrated_at
+
+
+def test_calibration_on_a_loader_sorted_by_class_waits_for_every_class():
+    stats, calibrated_at = _sorted_by_class_collection(classes=4, batches_per_class=3, calibration_batches=2)
+    assert calibrated_at is not None and calibrated_at[0] == 3  # not after class 0's two batches
+    assert float(stats.high.min()) > 3.0                        # the range spans the last class
+    counts = stats.counts.sum(1)                                # [filters, bins]: the classes spread out
+    assert int((counts[0] > 0).sum()) >= 4
+
+
+def test_calibration_that_never_sees_every_class_stops_at_the_cap_with_a_warning(caplog):
+    stats, calibrated_at = _sorted_by_class_collection(classes=2, batches_per_class=40, calibration_batches=2)
+    assert calibrated_at == (0, collector.CALIBRATION_CAP * 2 - 1)
+    assert "sorted by class" in caplog.text

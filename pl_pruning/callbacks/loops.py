@@ -1,0 +1,115 @@
+"""What the controller asks of Lightning's loops: a validation after every epoch, a
+validation run now, and how many samples one validation sees (for the standard error of
+an accuracy)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch import Tensor
+
+from pl_pruning.errors import PlPruningError
+
+__all__ = ["monitored_value", "noise_at_bound", "require_validation_every_epoch", "scale_learning_rates",
+           "standard_error", "validate_now", "validation_size"]
+
+
+def require_validation_every_epoch(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    """PhaseController's demands on the fit: a validation loop after every epoch and an
+    ``example_input_array`` to trace the network.
+
+    Raises:
+        PlPruningError: the first demand that is not met, named.
+    """
+    if not is_overridden("validation_step", pl_module):
+        raise PlPruningError("PhaseController needs a validation loop: "
+                             f"{type(pl_module).__name__} defines no validation_step")
+    if trainer.limit_val_batches == 0:
+        raise PlPruningError("PhaseController needs a validation loop, but limit_val_batches=0")
+    if trainer.check_val_every_n_epoch != 1 or trainer.val_check_interval != 1.0:
+        raise PlPruningError(
+            "PhaseController decides after every epoch's validation: use check_val_every_n_epoch=1 "
+            f"and val_check_interval=1.0, got {trainer.check_val_every_n_epoch} and "
+            f"{trainer.val_check_interval}")
+    if not isinstance(getattr(pl_module, "example_input_array", None), Tensor):
+        raise PlPruningError("PhaseController needs pl_module.example_input_array (a Tensor) "
+                             "to trace the network and count MACs")
+
+
+def validate_now(trainer: L.Trainer) -> None:
+    """Run the fit's validation loop once, as the training epoch loop does at an epoch's
+    end (every callback's validation hooks fire; the metrics reach ``callback_metrics``)."""
+    loop = trainer.fit_loop.epoch_loop.val_loop
+    trainer.validating = True
+    try:
+        loop.run()
+    finally:
+        trainer.training = True
+
+
+def validation_size(trainer: L.Trainer) -> int | None:
+    """Samples one validation run sees on all ranks together (None when it cannot tell)."""
+    loaders = trainer.val_dataloaders
+    if loaders is None:
+        return None
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    batches = trainer.num_val_batches
+    total = 0
+    for loader, n in zip(loaders, batches):
+        dataset: Any = getattr(loader, "dataset", None)
+        size = getattr(loader, "batch_size", None)
+        try:
+            length = len(dataset)
+        except TypeError:
+            return None
+        if size is None or not math.isfinite(n):
+            total += length
+        else:
+            total += min(length, int(n) * size * trainer.world_size)
+    return total or None
+
+
+def standard_error(accuracy: float, samples: int | None) -> float:
+    """The binomial standard error of an accuracy measured on ``samples`` samples (0 when
+    the value is not a fraction or the count is unknown)."""
+    if samples is None or not 0.0 <= accuracy <= 1.0:
+        return 0.0
+    return math.sqrt(accuracy * (1.0 - accuracy) / samples)
+
+
+def noise_at_bound(trainer: L.Trainer, baseline: float, max_drop: float, mode: str, monitor: str) -> float:
+    """The standard error of an accuracy ``max_drop`` below the baseline, where decisions
+    are taken, on this validation set (0 for a metric minimised, such as a loss); warns
+    when it is more than half of ``max_drop``."""
+    if mode != "max":
+        return 0.0
+    noise = standard_error(baseline - max_drop, validation_size(trainer))
+    if noise > max_drop / 2:
+        rank_zero_warn(f"[PhaseController] the standard error of {monitor} on this validation set ({noise:.4f}) "
+                       f"is more than half of max_drop={max_drop}: decisions will follow noise; use a larger "
+                       "validation split")
+    return noise
+
+
+def monitored_value(trainer: L.Trainer, monitor: str) -> float:
+    """The last logged value of ``monitor``.
+
+    Raises:
+        PlPruningError: ``monitor`` is not logged (the message lists what is).
+    """
+    metrics = trainer.callback_metrics
+    if monitor not in metrics:
+        keys = ", ".join(sorted(metrics)) or "none"
+        raise PlPruningError(f"monitor={monitor!r} is not logged; the logged keys are: {keys}")
+    return float(metrics[monitor])
+
+
+def scale_learning_rates(trainer: L.Trainer, base_lrs: list[list[float]], factor: float) -> None:
+    """Every optimizer's param group at ``factor`` times its base learning rate."""
+    for opt, lrs in zip(trainer.optimizers, base_lrs):
+        for group, lr in zip(opt.param_groups, lrs):
+            group["lr"] = lr * factor
