@@ -98,13 +98,12 @@ class PhaseController(Callback):
 
     def __init__(self, criterion: str = DEFAULT_CRITERION,
                  phases: Sequence[str] = ("global", "layerwise"), global_step: float = 0.2,
-                 layer_step: float = 0.25, min_step: float = 0.05, max_drop: float = 0.02,
-                 finetune_epochs: int = 1, final_epochs: int = 2, monitor: str = "val_acc",
-                 mode: str = "max", normalize: str = "per-layer", layer_order: str = "by_score",
-                 target_macs: float | None = None, max_steps: int | None = None,
-                 compensate: bool = True, ignored_layers: Iterable[str] = (), min_channels: int = 1,
-                 round_to: int | None = None, report_dir: str | None = None, grow: float = 1.5,
-                 max_step: float = 0.5, recheck: bool = True, finetune_schedule: str = "cosine") -> None:
+                 layer_step: float = 0.25, min_step: float = 0.05, grow: float = 1.5, max_step: float = 0.5,
+                 max_drop: float = 0.02, recheck: bool = True, finetune_epochs: int = 1, final_epochs: int = 2,
+                 finetune_schedule: str = "cosine", monitor: str = "val_acc", mode: str = "max",
+                 normalize: str = "per-layer", layer_order: str = "by_score", target_macs: float | None = None,
+                 max_steps: int | None = None, compensate: bool = True, ignored_layers: Iterable[str] = (),
+                 min_channels: int = 1, round_to: int | None = None, report_dir: str | None = None) -> None:
         self.criterion_name = get_criterion(criterion).name  # validates the name
         self.monitor, self.report_dir = monitor, report_dir
         self.compensate = check_bool("compensate", compensate)
@@ -184,6 +183,9 @@ class PhaseController(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run = self.run
+        if run.phase is Phase.DONE:  # resumed from the checkpoint of a finished run
+            trainer.should_stop = True
+            return
         if not run.base_lrs:
             run.base_lrs = [[g["lr"] for g in o.param_groups] for o in trainer.optimizers]
         if self.finetune_schedule == "cosine" and trainer.lr_scheduler_configs:

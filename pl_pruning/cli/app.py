@@ -47,6 +47,7 @@ from rich.table import Table
 
 from pl_pruning.callbacks import PhaseController
 from pl_pruning.checkpoint import load_weights, read_state_dict, save_pruned
+from pl_pruning.cli.checks import check_run_config
 from pl_pruning.cli.ddp_hydra import ddp_ranks_join_this_job
 from pl_pruning.cli.objective import Objective
 from pl_pruning.errors import PlPruningError, choice_error
@@ -119,8 +120,9 @@ def _prune(cfg: DictConfig, classifier: ImageClassifier, datamodule: L.Lightning
     callbacks = list(callbacks)
     # The latest epoch (with the controller's state) for resuming; "best" means nothing
     # across architectures, so nothing is ranked.
-    callbacks += [ModelCheckpoint(dirpath=out_dir / "pruning_checkpoints", save_last=True,
-                                  save_top_k=1, monitor=None)]
+    folder = out_dir / "pruning_checkpoints"
+    callbacks += [ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=1, monitor=None,
+                                  enable_version_counter=False)]
     callbacks += [c for c in _instantiate_all(cfg.get("callbacks")) if not isinstance(c, ModelCheckpoint)]
     # Fine-tuning has its own learning rate; the schedule is rebuilt after every surgery.
     classifier.hparams.lr = pruning.finetune_lr
@@ -128,12 +130,23 @@ def _prune(cfg: DictConfig, classifier: ImageClassifier, datamodule: L.Lightning
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, max_epochs=pruning.max_epochs,
                                       logger=_instantiate_all(cfg.get("logger")) or False,
                                       num_sanity_val_steps=0)
-    trainer.fit(classifier, datamodule=datamodule)
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=_resume_from(folder))
     return trainer
+
+
+def _resume_from(folder: Path) -> str | None:
+    """``folder/last.ckpt`` when an earlier run in this folder left one (a rerun of the same
+    command, a requeued SLURM job): the fit continues from it instead of starting again."""
+    last = folder / "last.ckpt"
+    if last.is_file():
+        print(f"pl-prune: resuming from {last}", file=sys.stderr)
+        return str(last)
+    return None
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One job of the app; returns what it writes to ``results.json``."""
+    check_run_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     datamodule = _instantiate(cfg.data)
@@ -143,9 +156,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     objective = Objective.from_config(cfg.get("objective"))
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
                                       logger=_instantiate_all(cfg.get("logger")) or False)
-    if not cfg.model.get("checkpoint"):
-        trainer.fit(classifier, datamodule=datamodule)
     ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if not cfg.model.get("checkpoint"):
+        resume = _resume_from(Path(ckpt.dirpath)) if ckpt is not None and ckpt.dirpath else None
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=resume)
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     if best:  # continue from the best epoch, not the last (a checkpoint this run wrote)
         classifier.load_state_dict(read_state_dict(best, classifier, weights_only=False))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from pl_pruning.data.base import (
     ClassificationDataModule,
@@ -57,8 +58,12 @@ def extract_once(archive: Path, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=cache_dir))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as err:  # truncated, corrupt, not an archive
+            raise PlPruningError(f"data.root={str(archive)!r} is not a readable archive ({type(err).__name__}: "
+                                 f"{err}); give an ImageFolder tree or a .tar.gz of one") from None
         try:
             os.rename(tmp, target)
         except OSError:
@@ -70,14 +75,20 @@ def extract_once(archive: Path, cache_dir: Path) -> Path:
 
 
 def find_tree_root(folder: Path) -> Path:
-    """Descend through folders that contain exactly one folder and nothing else."""
+    """Descend through folders that contain exactly one folder and nothing else, as long as
+    that folder holds folders itself (a lone class folder holds images: it is not a root)."""
     for _ in range(8):
         entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
-        if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in ("train", "test", "val"):
+        if (len(entries) == 1 and entries[0].is_dir() and entries[0].name not in ("train", "test", "val")
+                and any(e.is_dir() for e in entries[0].iterdir())):
             folder = entries[0]
         else:
             break
     return folder
+
+
+def _has_images(folder: Path) -> bool:
+    return any(f.suffix.lower() in IMG_EXTENSIONS for f in folder.rglob("*") if f.is_file())
 
 
 class _Transformed(Dataset):
@@ -164,7 +175,12 @@ class ImageFolderDataModule(ClassificationDataModule):
             base = dirs.get("train", self.tree())
             self._classes = sorted(e.name for e in base.iterdir() if e.is_dir() and not e.name.startswith("."))
             if len(self._classes) < 2:
-                raise PlPruningError(f"{base} holds {len(self._classes)} class folder(s); need at least 2")
+                raise PlPruningError(f"{base} holds {len(self._classes)} class folder(s) {self._classes}; "
+                                     "need at least 2 (one folder of images per class)")
+            empty = [c for c in self._classes if not _has_images(base / c)]
+            if empty:
+                raise PlPruningError(f"class folder(s) {empty} under {base} hold no images "
+                                     f"({', '.join(sorted(IMG_EXTENSIONS))})")
         return self._classes
 
     @property

@@ -63,6 +63,8 @@ def test_checkpoint_is_loaded_and_tested_without_training(cli, tmp_path):
         (["data=imagenet"], "Available options in 'data'"),
         (["pruning.criterion=entropyy"], "unknown criterion 'entropyy'; choose one of: conditional_entropy"),
         (["pruning.max_drop=1.5"], "max_drop must be in (0, 1), got 1.5"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs must be an integer >= 1 to train the baseline, got 0"),
+        (["data=image_folder"], "data.root must be given (the folder or .tar.gz of the images)"),
     ],
 )
 def test_bad_input_gets_one_clear_error(cli, tmp_path, overrides, message):
@@ -110,3 +112,38 @@ def test_console_scripts_point_at_the_cli():
     resolved = {name: getattr(importlib.import_module(target.split(":")[0]), target.split(":")[1])
                 for name, target in scripts.items()}
     assert resolved == {"pl-prune": app.main, "pl-prune-report": sweep.main}
+
+
+def test_a_killed_run_rerun_in_its_folder_resumes_and_finishes(cli, tmp_path):
+    """SIGKILL in the middle of the pruning fit, then the same command again: the run
+    continues from the folder's last checkpoints instead of starting over."""
+    import os
+    import signal
+    import time
+
+    args = [*cli, f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", "pruning.max_epochs=10",
+            "pruning.final_epochs=1", "measure.latency=false", "callbacks.rich_progress_bar=null"]
+    last = tmp_path / "pruning_checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, seen = time.time() + 300, set()
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file():
+            seen.add(last.stat().st_mtime_ns)
+            if len(seen) >= 2:  # two pruning epochs written
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "results.json").exists()
+    baseline_ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {tmp_path / 'checkpoints' / 'last.ckpt'}" in again.stderr  # the finished baseline fit
+    assert f"resuming from {last}" in again.stderr                                     # the pruning fit
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == baseline_ckpts  # no last-v1
+    results = json.loads((tmp_path / "results.json").read_text())
+    report = json.loads((tmp_path / "pruning_report.json").read_text())
+    assert sum(e["phase"] == "baseline" for e in report["history"]) == 1
+    assert results["pruned"]["macs"] < results["baseline"]["macs"]

@@ -234,3 +234,30 @@ def test_optuna_example_tunes_real_keys_and_maximises_the_objective():
                    else [override.value().start if hasattr(override.value(), "start") else None])
         for choice in [c for c in choices if c is not None][:2]:
             pruning_callbacks(_compose(f"{key}={choice}").pruning)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.max_epochs=0"], "trainer.max_epochs must be an integer >= 1 to train the baseline, got 0"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs must be an integer >= 1 to train the baseline, got -1"),
+    (["pruning.max_epochs=0"], "pruning.max_epochs must be an integer >= 1, got 0"),
+    (["measure.batch_size=0"], "measure.batch_size must be an integer >= 1, got 0"),
+    (["seed=abc"], "seed must be an integer, got 'abc'"),
+    (["data=image_folder"], r"data.root must be given \(the folder or .tar.gz of the images\)"),
+    (["trainer=gpu"], "trainer=gpu needs a CUDA GPU"),
+])
+def test_values_that_would_fail_late_or_fake_a_result_are_refused_first(overrides, message, tmp_path):
+    import torch
+
+    from pl_pruning.cli.checks import check_run_config
+
+    if overrides == ["trainer=gpu"] and torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(PlPruningError, match=message):
+        check_run_config(_compose(*overrides, run_dir=tmp_path))
+
+
+def test_a_checkpoint_given_allows_a_baseline_fit_of_no_epochs(tmp_path):
+    from pl_pruning.cli.checks import check_run_config
+
+    check_run_config(_compose("trainer.max_epochs=0", "model.checkpoint=weights.pt", run_dir=tmp_path))
+    check_run_config(_compose(run_dir=tmp_path))  # the default is fine

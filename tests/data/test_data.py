@@ -134,3 +134,49 @@ def test_image_folder_on_the_real_cifar10_archive(real_cifar_archive, tmp_path_f
     assert x.shape == (3, 32, 32) and abs(float(x.mean())) < 3
     train_labels = [dm.train_set[i][1] for i in range(len(dm.train_set))]
     assert np.bincount(train_labels).tolist() == [18] * 10
+
+
+def _image(path, value=0):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value, value, value)).save(path)
+
+
+def test_bad_image_folders_are_named(tmp_path):
+    from pl_pruning.data import ImageFolderDataModule
+    from pl_pruning.errors import PlPruningError
+
+    single = tmp_path / "single"
+    for i in range(3):
+        _image(single / "cat" / f"{i}.png")
+    with pytest.raises(PlPruningError, match=r"holds 1 class folder\(s\) \['cat'\]; need at least 2"):
+        ImageFolderDataModule(root=single).num_classes
+    empty = tmp_path / "empty"
+    _image(empty / "cat" / "0.png")
+    (empty / "dog").mkdir()
+    with pytest.raises(PlPruningError, match=r"class folder\(s\) \['dog'\] under .* hold no images"):
+        ImageFolderDataModule(root=empty).num_classes
+
+
+@pytest.mark.parametrize("content", [b"not an archive at all" * 100, "truncated"])
+def test_an_archive_that_cannot_be_read_is_named(tmp_path, content):
+    import tarfile
+
+    from pl_pruning.data import ImageFolderDataModule
+    from pl_pruning.errors import PlPruningError
+
+    archive = tmp_path / "images.tar.gz"
+    if content == "truncated":
+        tree = tmp_path / "tree"
+        for cls in ("a", "b"):
+            for i in range(20):
+                _image(tree / cls / f"{i}.png", value=i)
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(tree, arcname="tree")
+        archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    else:
+        archive.write_bytes(content)
+    with pytest.raises(PlPruningError, match="is not a readable archive"):
+        ImageFolderDataModule(root=archive, cache_dir=tmp_path / "cache").num_classes
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]  # nothing half-made
