@@ -99,7 +99,7 @@ def compare(labels: list[str]) -> None:
         if not rs:
             continue
 
-        def m(key):
+        def m(key, rs=rs):
             return statistics.mean(r[key] for r in rs)
 
         lines.append(

@@ -151,12 +151,12 @@ def test_bad_image_folders_are_named(tmp_path):
     for i in range(3):
         _image(single / "cat" / f"{i}.png")
     with pytest.raises(PlPruningError, match=r"holds 1 class folder\(s\) \['cat'\]; need at least 2"):
-        ImageFolderDataModule(root=single).num_classes
+        _ = ImageFolderDataModule(root=single).num_classes
     empty = tmp_path / "empty"
     _image(empty / "cat" / "0.png")
     (empty / "dog").mkdir()
     with pytest.raises(PlPruningError, match=r"class folder\(s\) \['dog'\] under .* hold no images"):
-        ImageFolderDataModule(root=empty).num_classes
+        _ = ImageFolderDataModule(root=empty).num_classes
 
 
 @pytest.mark.parametrize("content", [b"not an archive at all" * 100, "truncated"])
@@ -178,5 +178,5 @@ def test_an_archive_that_cannot_be_read_is_named(tmp_path, content):
     else:
         archive.write_bytes(content)
     with pytest.raises(PlPruningError, match="is not a readable archive"):
-        ImageFolderDataModule(root=archive, cache_dir=tmp_path / "cache").num_classes
+        _ = ImageFolderDataModule(root=archive, cache_dir=tmp_path / "cache").num_classes
     assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]  # nothing half-made
