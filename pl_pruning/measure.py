@@ -71,14 +71,15 @@ def measure_latency(model: nn.Module, example_inputs: Tensor, num_threads: int =
     return result.median * 1e3
 
 
-def channel_counts(model: nn.Module) -> dict[str, int]:
-    """Out channels of every Conv layer and out features of every Linear, by name: THE
-    one definition of a layer's width (the pruning graph's ``channels`` too)."""
+def channel_counts(model: nn.Module, convs_only: bool = False) -> dict[str, int]:
+    """Out channels of every Conv layer and (unless ``convs_only``) out features of every
+    Linear, by name: THE one definition of a layer's width (the pruning graph's
+    ``channels`` too)."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             out[name] = int(m.out_channels)
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear) and not convs_only:
             out[name] = int(m.out_features)
     return out
 

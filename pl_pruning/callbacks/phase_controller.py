@@ -11,16 +11,10 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
+from pl_pruning.callbacks import loops
 from pl_pruning.callbacks.lookup import find_callback
-from pl_pruning.callbacks.loops import (
-    monitored_value,
-    noise_at_bound,
-    require_validation_every_epoch,
-    scale_learning_rates,
-    validate_now,
-)
 from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts, count_params
@@ -169,7 +163,7 @@ class PhaseController(Callback):
             raise PlPruningError(
                 f"criterion {needs_data[0]!r} is computed from activation statistics: add "
                 "EntropyStatistics() to the Trainer's callbacks, or choose a data-free criterion (l1, random)")
-        require_validation_every_epoch(trainer, pl_module)
+        loops.require_validation_every_epoch(trainer, pl_module)
         adapt_shapes_on_load(pl_module)  # fit(ckpt_path=...) after a surgery: the pruned shapes first
         resolve_ignored(pl_module, self.ignored_layers)  # a bad entry fails now, not after an epoch
         untraceable = self._graph(pl_module).untraceable
@@ -179,7 +173,7 @@ class PhaseController(Callback):
                            "a zero-padding shortcut); every other layer is pruned")
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        monitored_value(trainer, self.monitor)  # fails early, before any training, on a wrong key
+        loops.monitored_value(trainer, self.monitor)  # fails early, before any training, on a wrong key
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run = self.run
@@ -194,7 +188,7 @@ class PhaseController(Callback):
         if run.phase is Phase.BASELINE and trainer.global_step == 0:
             self._before_training = True  # the baseline is the network given, before any epoch
             try:
-                validate_now(trainer)
+                loops.validate_now(trainer)
             finally:
                 self._before_training = False
 
@@ -204,18 +198,18 @@ class PhaseController(Callback):
             return
         factor = run_state.cosine_factor(self.run.epochs_since_surgery, batch_idx,
                                          trainer.num_training_batches, self.schedule.window(self.run))
-        scale_learning_rates(trainer, self.run.base_lrs, factor)
+        loops.scale_learning_rates(trainer, self.run.base_lrs, factor)
 
     # ------------------------------------------------------------------ the loop
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.run.phase is Phase.DONE:
             return
-        metric = monitored_value(trainer, self.monitor)
+        metric = loops.monitored_value(trainer, self.monitor)
         if not math.isfinite(metric):
             rank_zero_warn(f"[PhaseController] {self.monitor}={metric}: the step is rolled back")
         if self.run.phase is Phase.BASELINE:
-            self.run.noise = noise_at_bound(trainer, metric, self.schedule.max_drop, self.schedule.mode, self.monitor)
+            self.run.noise = loops.noise_at_bound(trainer, metric, self.schedule.max_drop, self.schedule.mode, self.monitor)
         self._refresh_scores(pl_module)
         decision = None
         if trainer.is_global_zero:  # one decision, taken where the model is restored first
@@ -245,7 +239,7 @@ class PhaseController(Callback):
             run.pending = None
             if d.judged.phase == Phase.BASELINE.value:
                 run.baseline_cost = {"macs": d.judged.macs, "params": d.judged.params}
-                run.baseline_channels = self._conv_channels(pl_module)
+                run.baseline_channels = channel_counts(pl_module, convs_only=True)
             if d.judged.accepted:
                 run.accepted = self._snapshot(trainer, pl_module, d.judged)
             else:
@@ -264,20 +258,16 @@ class PhaseController(Callback):
             self._finish(trainer, pl_module, d.metric if d.judged is None else run.accepted["record"]["metric"])
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, metric: float | None) -> None:
-        """The run ends: the final network checked against ``max_drop``; one that misses it
-        gives way to the last accepted network (the one before the final fine-tune)."""
+        """The run ends; a final network that misses ``max_drop`` gives way to the last
+        accepted one (:meth:`~pl_pruning.pruning.schedule.Schedule.final_check`)."""
         run = self.run
-        drop = self.schedule.drop(run, metric) if metric is not None else None
-        ok = drop is None or self.schedule.accepts(drop)
-        run.final_check = {"metric": metric, "drop": drop, "within_max_drop": ok, "returned": "final network"}
-        if not ok and run.accepted is not None:
+        if not self.schedule.final_check(run, metric):
             self._restore_accepted(pl_module)
-            run.final_check["returned"] = "last accepted network (the final fine-tune missed max_drop)"
             rank_zero_warn(f"[PhaseController] the final network's {self.monitor}={metric:.4f} misses max_drop; "
                            "returning the last accepted network")
         run.final_metric = metric
         self._record(trainer, StepRecord(Phase.FINAL.value, None, 0.0, *self._cost(pl_module), metric=metric,
-                                         drop=drop, accepted=ok))
+                                         drop=run.final_check["drop"], accepted=run.final_check["within_max_drop"]))
         run.phase = Phase.DONE
         trainer.should_stop = True
         self._write_report(trainer, pl_module)
@@ -326,24 +316,14 @@ class PhaseController(Callback):
 
     def _refresh_scores(self, pl_module: L.LightningModule) -> None:
         """Remember the latest scores of every current filter, by its original index."""
-        self.run.scores.start(self._conv_channels(pl_module))
+        self.run.scores.start(channel_counts(pl_module, convs_only=True))
         self.run.scores.update(planner.fresh_scores(self._tracked, self._stats, pl_module))
-
-    @staticmethod
-    def _conv_channels(pl_module: nn.Module) -> dict[str, int]:
-        return {n: c for n, c in channel_counts(pl_module).items()
-                if isinstance(pl_module.get_submodule(n), nn.modules.conv._ConvNd)}
 
     # ------------------------------------------------------------------ reporting & checkpoints
 
     def _record(self, trainer: L.Trainer, record: StepRecord) -> None:
         self.run.history.append(record)
-        metrics = {f"pruning/{k}": float(v) for k, v in record.to_dict().items()
-                   if isinstance(v, (int, float, bool)) and k != "epoch"}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
-        if record.phase != Phase.FINAL.value:
-            rank_zero_info(f"[PhaseController] {record.describe(self.monitor)}")
+        loops.log_record(trainer, record, self.monitor)
 
     def report(self) -> dict[str, Any]:
         """The run's summary: baseline, final network, reductions and every step."""
@@ -357,7 +337,7 @@ class PhaseController(Callback):
         from pl_pruning.reports.pruning_report import write_pruning_report
 
         report = {**self.report(), "interrupted": interrupted,
-                  "channels": {"before": self.run.baseline_channels, "after": self._conv_channels(pl_module)}}
+                  "channels": {"before": self.run.baseline_channels, "after": channel_counts(pl_module, convs_only=True)}}
         paths = write_pruning_report(report, Path(self.report_dir or trainer.default_root_dir))
         rank_zero_info(f"[PhaseController] report: {', '.join(str(p) for p in paths)}")
 

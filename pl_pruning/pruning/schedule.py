@@ -238,6 +238,16 @@ class Schedule:
     def accepts(self, drop: float) -> bool:
         return drop <= self.max_drop + 1e-12
 
+    def final_check(self, run: RunState, metric: float | None) -> bool:
+        """Judge the final network against ``max_drop``; records ``run.final_check`` and
+        returns whether the final network stands (False: return the last accepted one)."""
+        drop = self.drop(run, metric) if metric is not None else None
+        ok = drop is None or self.accepts(drop) or run.accepted is None
+        run.final_check = {"metric": metric, "drop": drop, "within_max_drop": drop is None or self.accepts(drop),
+                           "returned": "final network" if ok else
+                           "last accepted network (the final fine-tune missed max_drop)"}
+        return ok
+
     def window(self, run: RunState) -> int:
         """Fine-tuning epochs of the current window: after a surgery (plus its rechecks),
         or the final fine-tune."""
