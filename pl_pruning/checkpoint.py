@@ -46,6 +46,7 @@ For plain PyTorch: :func:`save_pruned` / :func:`load_pruned`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from pl_pruning.errors import PlPruningError
+from pl_pruning.files import atomic_path
 from pl_pruning.models import build_model, model_spec
 
 FORMAT = "pl_pruning.pruned"
@@ -164,6 +166,9 @@ def load_weights(net: nn.Module, path: str | Path, what: str, *, name: str = "pa
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if not missing and (mismatched or unexpected) and _pruned_from(net, state, mismatched):
+        net.load_state_dict(state)  # a pruned network of this architecture: test it, prune it further
+        return
     if missing or unexpected or mismatched:
         made_by = f" (it was made by {stored.spec})" if stored.spec else ""
         details = []
@@ -178,6 +183,23 @@ def load_weights(net: nn.Module, path: str | Path, what: str, *, name: str = "pa
         raise PlPruningError(f"{name}={str(Path(path).expanduser())!r} does not fit {what}{made_by}: "
                              + "; ".join(details))
     net.load_state_dict(state)
+
+
+def _pruned_from(net: nn.Module, state: Mapping[str, Tensor], mismatched: list[str]) -> bool:
+    """Whether ``state`` is ``net``'s architecture with fewer channels (every mismatched
+    dimension smaller); if so, ``net``'s layers are resized to it (nothing changes otherwise)."""
+    own = net.state_dict()
+    if any(len(state[k].shape) != len(own[k].shape) or any(a > b for a, b in zip(state[k].shape, own[k].shape))
+           for k in mismatched):
+        return False
+    trial = copy.deepcopy(net)
+    try:
+        restore_pruned_shapes(trial, state)
+        trial.load_state_dict(state)
+    except (PlPruningError, RuntimeError):
+        return False
+    restore_pruned_shapes(net, state)
+    return True
 
 
 _NORMS = (nn.modules.batchnorm._NormBase,)
@@ -311,8 +333,9 @@ def save_pruned(model: nn.Module, path: str | Path) -> Path:
     if spec is None and isinstance(getattr(model, "net", None), nn.Module):
         spec, prefix = model_spec(model.net), NET_PREFIX
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "version": VERSION, "spec": spec, "prefix": prefix,
-                "state_dict": state}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, "spec": spec, "prefix": prefix,
+                    "state_dict": state}, tmp)
     return path
 
 

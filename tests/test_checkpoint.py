@@ -224,3 +224,25 @@ def test_a_users_own_lightning_module_with_the_one_line_hook(tmp_path):
     loaded = Mine.load_from_checkpoint(tmp_path / "mine.ckpt").eval()
     with torch.no_grad():
         assert torch.equal(loaded(x), mine(x))
+
+
+def test_a_pruned_network_is_accepted_as_model_checkpoint_and_a_wider_one_is_not(tmp_path):
+    """The app's own pruned_model.pt (and a pruning last.ckpt) is a network to test or prune
+    further: load_weights resizes the freshly built network to it."""
+    from pl_pruning.checkpoint import load_weights
+
+    torch.manual_seed(0)
+    net = build_model("small_cnn", num_classes=10, in_channels=1)
+    x = torch.randn(4, 1, 8, 8)
+    prune_filters(net, {"features.0": [0, 1, 2], "features.3": [5]}, x[:1])
+    path = save_pruned(net, tmp_path / "pruned_model.pt")
+    fresh = build_model("small_cnn", num_classes=10, in_channels=1)
+    load_weights(fresh, path, what="model=small_cnn width=1.0", name="model.checkpoint")
+    assert channel_counts(fresh) == channel_counts(net)
+    assert torch.equal(fresh.eval()(x), net.eval()(x))
+    wide = build_model("small_cnn", num_classes=10, in_channels=1, width=2.0)
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    narrow = build_model("small_cnn", num_classes=10, in_channels=1)
+    with pytest.raises(PlPruningError, match="does not fit model=small_cnn width=1.0: .*shape mismatches"):
+        load_weights(narrow, tmp_path / "wide.pt", what="model=small_cnn width=1.0", name="model.checkpoint")
+    assert channel_counts(narrow) == channel_counts(build_model("small_cnn", num_classes=10, in_channels=1))

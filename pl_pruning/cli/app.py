@@ -51,6 +51,7 @@ from pl_pruning.cli.checks import check_run_config
 from pl_pruning.cli.ddp_hydra import ddp_ranks_join_this_job
 from pl_pruning.cli.objective import Objective
 from pl_pruning.errors import PlPruningError, choice_error
+from pl_pruning.files import write_text_atomic
 from pl_pruning.measure import measure_cost
 from pl_pruning.module import ImageClassifier
 
@@ -182,7 +183,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["objective"] = objective.summary(results)
         results["config"] = OmegaConf.to_container(cfg, resolve=True)
         path = out_dir / cfg.results_file
-        path.write_text(json.dumps(results, indent=2))
+        write_text_atomic(path, json.dumps(results, indent=2))
         _print_summary(results, path)
     return results
 

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pl_pruning.files import atomic_path, write_text_atomic
+
 
 def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
@@ -66,7 +68,8 @@ def plot_path(report: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -89,7 +92,8 @@ def plot_channels(report: dict[str, Any], path: Path) -> None:
     ax.set_title("Channels per convolution")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -98,8 +102,8 @@ def write_pruning_report(report: dict[str, Any], folder: Path) -> list[Path]:
     ``pruning_channels.png`` into ``folder``; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "pruning_report.json", folder / "pruning_report.md"]
-    paths[0].write_text(json.dumps(report, indent=2, default=float))
-    paths[1].write_text(markdown_table(report))
+    write_text_atomic(paths[0], json.dumps(report, indent=2, default=float))
+    write_text_atomic(paths[1], markdown_table(report))
     plot_path(report, folder / "pruning_path.png")
     paths.append(folder / "pruning_path.png")
     if report.get("channels"):
