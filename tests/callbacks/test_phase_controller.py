@@ -175,6 +175,10 @@ def test_no_validation_loop_is_refused(digits_model):
     ({"round_to": 0}, r"round_to must be an integer >= 1 or None, got 0"),
     ({"compensate": "yes"}, r"compensate must be true or false, got 'yes'"),
     ({"ignored_layers": "net.features.0"}, r"ignored_layers must be a list of names"),
+    ({"grow": 0.5}, r"grow must be >= 1, got 0.5"),
+    ({"max_step": 1.0}, r"max_step must be in \(0, 1\), got 1.0"),
+    ({"recheck": "no"}, r"recheck must be true or false, got 'no'"),
+    ({"finetune_schedule": "step"}, r"unknown finetune_schedule 'step'; choose one of: cosine, constant"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(PlPruningError, match=message):
