@@ -7,6 +7,8 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
 
     # pl_pruning as shipped (pruning=two_phase), and any ablation as Hydra overrides
     python benchmarks/compare/run.py pl_pruning --seed 0
+    # the controller as it was before issue 12 (commit 5c8aca5), from a second checkout
+    python benchmarks/compare/run.py pl_pruning --seed 0 --name shipped --tree ../shipped
     python benchmarks/compare/run.py pl_pruning --seed 0 --name criterion_l1 pruning.criterion=l1
     # Torch-Pruning's own pipeline (global GroupMagnitudeImportance p=2, i.e. group norm,
     # iterative steps) and one-shot uniform L1 (Li et al. 2017), both at the MACs the
@@ -66,7 +68,7 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
                      "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
                      f"hydra.run.dir={tmp}", "callbacks.rich_progress_bar=null", *args.overrides]
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=args.tree or ROOT)
         seconds = time.perf_counter() - start
         results = json.loads((Path(tmp) / "results.json").read_text())
         report = json.loads((Path(tmp) / "pruning_report.json").read_text())
@@ -215,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("method", choices=["pl_pruning", "torch_pruning", "l1_uniform", "render"])
     p.add_argument("overrides", nargs="*", help="Hydra overrides for pl_pruning runs (ablations)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget", type=int, default=40, help="training epochs of every method")
+    p.add_argument("--budget", type=int, default=15, help="training epochs of every method")
+    p.add_argument("--tree", help="pl_pruning runs: another checkout of the project to run (the controller "
+                                  "before a change: git worktree add ../shipped <commit>)")
     p.add_argument("--name", help="run name (default: two_phase / torch_pruning / l1_uniform)")
     p.add_argument("--match", help="run (<name>_seed<seed>) whose pruned MACs the baseline must reach")
     p.add_argument("--experiment", default=EXPERIMENT)
