@@ -60,9 +60,8 @@ class PhaseController(Callback):
             ``max_drop`` is fine-tuned one more epoch and judged again.
         finetune_epochs: fine-tuning epochs after each surgery before the decision.
         final_epochs: fine-tuning epochs of the final network.
-        finetune_schedule: ``"cosine"`` (the learning rate from the optimizer's value down to
-            zero over every fine-tuning window and over the final fine-tune) or
-            ``"constant"``; off when the module configures its own LR scheduler.
+        finetune_schedule: ``"cosine"`` (the LR from its value down to zero over every
+            fine-tuning window) or ``"constant"``; off when the module has an LR scheduler.
         monitor, mode: the metric and whether higher (``"max"``) or lower is better.
         normalize: ``"per-layer"``, ``"none"`` or ``"cost-aware"`` (global ranking).
         layer_order: a name in :data:`pl_pruning.pruning.planner.LAYER_ORDERS` (``by_score``,
@@ -78,9 +77,9 @@ class PhaseController(Callback):
         report_dir: where the report goes (default ``trainer.default_root_dir``).
 
     Raises:
-        PlPruningError: a bad argument (at construction); at setup, no validation loop, a
-            data criterion without EntropyStatistics, no ``example_input_array`` or an
-            ``ignored_layers`` entry that matches nothing; a ``monitor`` never logged.
+        PlPruningError: a bad argument (at construction); at setup, what the fit lacks (a
+            validation loop, EntropyStatistics for a data criterion, ``example_input_array``,
+            a layer an ``ignored_layers`` entry matches); a ``monitor`` never logged.
 
     Example::
 
@@ -131,10 +130,6 @@ class PhaseController(Callback):
     @property
     def history(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.run.history]
-
-    @property
-    def _accepted(self) -> dict[str, Any] | None:
-        return self.run.accepted
 
     @property
     def is_finetuning(self) -> bool:

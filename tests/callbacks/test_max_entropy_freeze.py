@@ -175,7 +175,7 @@ def test_a_rolled_back_surgery_leaves_nothing_behind_in_frozen_filters():
     trainer([EntropyStatistics(), controller, MaxEntropyFreeze(fraction=0.5)], max_epochs=5).fit(model, datamodule=dm)
     baseline, step, _ = controller.history
     assert step["layer"] == "net.0" and not step["accepted"]
-    accepted = controller._accepted["model"]
+    accepted = controller.run.accepted["model"]
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in accepted.items()}
     for key, value in model.state_dict().items():
         assert torch.equal(value, accepted[key]), key

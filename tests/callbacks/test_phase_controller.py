@@ -65,7 +65,7 @@ def test_a_step_too_large_is_rolled_back(digits_model):
     # Rolled back: the architecture and weights are the accepted (baseline) network's.
     assert channels(model) == before
     assert final["macs"] == baseline["macs"]
-    accepted = controller._accepted["model"]
+    accepted = controller.run.accepted["model"]
     assert all(torch.equal(v, accepted[k]) for k, v in model.state_dict().items())
     assert controller.run.step == 0.475 and controller.state == "done"
 
