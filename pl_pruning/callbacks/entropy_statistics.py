@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks.callback import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
+from pl_pruning.callbacks.logs import log_scores
 from pl_pruning.errors import PlPruningError
 from pl_pruning.scoring.criteria import (
     CRITERIA,
@@ -25,8 +26,6 @@ from pl_pruning.statistics.collector import StatisticsCollector, check_options
 from pl_pruning.statistics.result import CollectedStatistics, LayerStatistics
 from pl_pruning.statistics.taps import TapPoint
 from pl_pruning.validate import check_bool, check_choice, check_int, check_names, is_int
-
-LOG_PREFIX = "entropy_stats"
 
 
 class EntropyStatistics(Callback):
@@ -306,23 +305,8 @@ class EntropyStatistics(Callback):
         return int(k) if is_int(k) and k >= 1 else None
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.log_criterion is None or not trainer.loggers:
-            return
-        scores = self.scores(self.log_criterion, normalize="none")
-        metrics = {}
-        for name, s in scores.items():
-            for stat, value in (("mean", s.mean()), ("min", s.min()), ("max", s.max())):
-                metrics[f"{LOG_PREFIX}/{name}/{self.log_criterion}_{stat}"] = float(value)
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
-        if trainer.is_global_zero:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    for name, s in scores.items():
-                        logger.experiment.add_histogram(
-                            f"{LOG_PREFIX}/{name}/{self.log_criterion}", s,
-                            global_step=trainer.global_step)
+        if self.log_criterion is not None and trainer.loggers:
+            log_scores(trainer, pl_module, self.scores(self.log_criterion, normalize="none"), self.log_criterion)
 
     def _require_statistics(self) -> None:
         if self._result is None:

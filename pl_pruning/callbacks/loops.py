@@ -8,13 +8,13 @@ import math
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor
 
 from pl_pruning.errors import PlPruningError
 
-__all__ = ["log_record", "monitored_value", "noise_at_bound", "require_validation_every_epoch", "scale_learning_rates",
+__all__ = ["monitored_value", "noise_at_bound", "require_validation_every_epoch", "scale_learning_rates",
            "standard_error", "validate_now", "validation_size"]
 
 
@@ -114,13 +114,3 @@ def scale_learning_rates(trainer: L.Trainer, base_lrs: list[list[float]], factor
         for group, lr in zip(opt.param_groups, lrs):
             group["lr"] = lr * factor
 
-
-def log_record(trainer: L.Trainer, record: Any, monitor: str) -> None:
-    """A judged step (:class:`~pl_pruning.pruning.schedule.StepRecord`) to every logger as
-    ``pruning/<field>`` and, except the final record, as one log line."""
-    metrics = {f"pruning/{k}": float(v) for k, v in record.to_dict().items()
-               if isinstance(v, (int, float, bool)) and k != "epoch"}
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)
-    if record.phase != "final":
-        rank_zero_info(f"[PhaseController] {record.describe(monitor)}")

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from pl_pruning.callbacks import loops
+from pl_pruning.callbacks.logs import log_record
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
@@ -318,7 +319,7 @@ class PhaseController(Callback):
 
     def _record(self, trainer: L.Trainer, record: StepRecord) -> None:
         self.run.history.append(record)
-        loops.log_record(trainer, record, self.monitor)
+        log_record(trainer, record, self.monitor)
 
     def report(self) -> dict[str, Any]:
         """The run's summary: baseline, final network, reductions and every step."""

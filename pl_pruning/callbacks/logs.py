@@ -1,0 +1,42 @@
+"""What the callbacks log: the controller's judged steps and the statistics' score summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+__all__ = ["LOG_PREFIX", "log_record", "log_scores"]
+
+LOG_PREFIX = "entropy_stats"  # EntropyStatistics' keys: entropy_stats/<layer>/<criterion>_<mean|min|max>
+
+
+def log_record(trainer: L.Trainer, record: Any, monitor: str) -> None:
+    """A judged step (:class:`~pl_pruning.pruning.schedule.StepRecord`) to every logger as
+    ``pruning/<field>`` and, except the final record, as one log line."""
+    metrics = {f"pruning/{k}": float(v) for k, v in record.to_dict().items()
+               if isinstance(v, (int, float, bool)) and k != "epoch"}
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+    if record.phase != "final":
+        rank_zero_info(f"[PhaseController] {record.describe(monitor)}")
+
+
+def log_scores(trainer: L.Trainer, pl_module: L.LightningModule, scores: dict[str, Tensor], criterion: str) -> None:
+    """Per layer the mean, min and max score (``pl_module.log_dict``), and on rank 0 a
+    histogram per layer for TensorBoard loggers."""
+    metrics = {}
+    for name, s in scores.items():
+        for stat, value in (("mean", s.mean()), ("min", s.min()), ("max", s.max())):
+            metrics[f"{LOG_PREFIX}/{name}/{criterion}_{stat}"] = float(value)
+    pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
+    if trainer.is_global_zero:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for name, s in scores.items():
+                    logger.experiment.add_histogram(f"{LOG_PREFIX}/{name}/{criterion}", s,
+                                                    global_step=trainer.global_step)
