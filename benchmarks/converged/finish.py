@@ -86,7 +86,8 @@ def finish(run: str) -> dict:
     title = f"{cfg['model']['name']} x{cfg['model']['width']} on CIFAR-10 (seed {cfg['seed']})"
     plot(table, title, HERE / f"{run}_curve.png")
     record = {
-        "command": f"pl-prune experiment={_experiment(run_dir)} hydra.run.dir=benchmarks/converged/outputs/{run}",
+        "command": f"pl-prune experiment={_experiment(run_dir)} trainer.max_epochs={cfg['trainer']['max_epochs']} "
+                   f"hydra.run.dir=benchmarks/converged/outputs/{run}",
         "model": cfg["model"], "seed": cfg["seed"], "optim": cfg["optim"],
         "test_acc": results["baseline"]["test_acc"], "macs": results["baseline"]["macs"],
         "params": results["baseline"]["params"], "latency_ms": results["baseline"].get("latency_ms"),
