@@ -166,7 +166,7 @@ def load_weights(net: nn.Module, path: str | Path, what: str, *, name: str = "pa
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if not missing and (mismatched or unexpected) and _pruned_from(net, state, mismatched):
+    if not missing and (mismatched or unexpected) and _pruned_from(net, own, state, mismatched):
         net.load_state_dict(state)  # a pruned network of this architecture: test it, prune it further
         return
     if missing or unexpected or mismatched:
@@ -185,10 +185,11 @@ def load_weights(net: nn.Module, path: str | Path, what: str, *, name: str = "pa
     net.load_state_dict(state)
 
 
-def _pruned_from(net: nn.Module, state: Mapping[str, Tensor], mismatched: list[str]) -> bool:
-    """Whether ``state`` is ``net``'s architecture with fewer channels (every mismatched
-    dimension smaller); if so, ``net``'s layers are resized to it (nothing changes otherwise)."""
-    own = net.state_dict()
+def _pruned_from(net: nn.Module, own: Mapping[str, Tensor], state: Mapping[str, Tensor],
+                 mismatched: list[str]) -> bool:
+    """Whether ``state`` is ``net``'s architecture (``own``: its state dict) with fewer
+    channels (every mismatched dimension smaller); if so, ``net``'s layers are resized to
+    it (nothing changes otherwise)."""
     if any(len(state[k].shape) != len(own[k].shape) or any(a > b for a, b in zip(state[k].shape, own[k].shape))
            for k in mismatched):
         return False

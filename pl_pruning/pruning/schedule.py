@@ -32,6 +32,8 @@ from pl_pruning.errors import PlPruningError
 from pl_pruning.pruning import planner
 from pl_pruning.pruning.graph import NetworkGraph
 from pl_pruning.pruning.planner import FilterScores
+from pl_pruning.scoring import NORMALIZATIONS
+from pl_pruning.validate import check_bool, check_choice, check_fraction, check_int, check_number
 
 __all__ = ["Decision", "Network", "Phase", "RunState", "Schedule", "StepRecord", "cosine_factor",
            "load_run_state", "run_state_dict", "summarize"]
@@ -204,14 +206,6 @@ class Schedule:
 
     def __post_init__(self) -> None:
         """Every setting checked, named in the error (:class:`~pl_pruning.errors.PlPruningError`)."""
-        from pl_pruning.scoring import NORMALIZATIONS
-        from pl_pruning.validate import (
-            check_bool,
-            check_choice,
-            check_fraction,
-            check_int,
-            check_number,
-        )
 
         p = self.phases
         if not p or any(x not in PHASES for x in p) or len(set(p)) != len(p):

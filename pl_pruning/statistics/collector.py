@@ -359,12 +359,9 @@ class StatisticsCollector:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(counts)
         ep.class_counts = counts if ep.class_counts is None else ep.class_counts + counts
-        ep.calibration_samples += int(labels.numel())
         if ep.batches_seen < self.calibration_batches:
             return False
-        share = ep.calibration_samples * (torch.distributed.get_world_size() if torch.distributed.is_available()
-                                          and torch.distributed.is_initialized() else 1)
-        need = max(1.0, share / ep.num_classes / 2)
+        need = max(1.0, float(ep.class_counts.sum()) / ep.num_classes / 2)
         if bool((ep.class_counts >= need).all()):
             return True
         if ep.batches_seen >= CALIBRATION_CAP * self.calibration_batches:

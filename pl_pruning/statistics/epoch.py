@@ -72,7 +72,6 @@ class Epoch:
         self.labels: Tensor | None = None
         self.buffer: list[tuple[int, Tensor, Tensor]] = []  # calibration batches held back
         self.class_counts: Tensor | None = None  # samples per class in them (all ranks)
-        self.calibration_samples = 0             # samples in them on this rank
         self.nonzero_acc = torch.zeros(total, dtype=torch.float64, device=device)
         self.elements = dict.fromkeys(names, 0)  # elements of the tapped map per filter
         self.range = ActivationRange(total).to(device)
