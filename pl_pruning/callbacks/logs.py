@@ -1,14 +1,16 @@
-"""What the callbacks log: the controller's judged steps and the statistics' score summaries."""
+"""What the callbacks log and write: the controller's judged steps, warnings and report, the
+statistics' score summaries."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-__all__ = ["LOG_PREFIX", "log_record", "log_scores"]
+__all__ = ["LOG_PREFIX", "log_record", "log_scores", "warn_untraceable", "write_report"]
 
 LOG_PREFIX = "entropy_stats"  # EntropyStatistics' keys: entropy_stats/<layer>/<criterion>_<mean|min|max>
 
@@ -22,6 +24,23 @@ def log_record(trainer: L.Trainer, record: Any, monitor: str) -> None:
         logger.log_metrics(metrics, step=trainer.global_step)
     if record.phase != "final":
         rank_zero_info(f"[PhaseController] {record.describe(monitor)}")
+
+
+def write_report(trainer: L.Trainer, report: dict[str, Any], folder: str | None) -> None:
+    """The controller's report (JSON, markdown, PNG) into ``folder`` (default: the
+    Trainer's ``default_root_dir``), on rank 0."""
+    if trainer.is_global_zero:
+        from pl_pruning.reports.pruning_report import write_pruning_report
+
+        paths = write_pruning_report(report, Path(folder or trainer.default_root_dir))
+        rank_zero_info(f"[PhaseController] report: {', '.join(str(p) for p in paths)}")
+
+
+def warn_untraceable(layers: list[str]) -> None:
+    if layers:
+        rank_zero_warn(f"[PhaseController] left out of pruning: {', '.join(layers)}: their channels are coupled "
+                       "through an operation the dependency graph cannot follow (such as a zero-padding "
+                       "shortcut); every other layer is pruned")
 
 
 def log_scores(trainer: L.Trainer, pl_module: L.LightningModule, scores: dict[str, Tensor], criterion: str) -> None:

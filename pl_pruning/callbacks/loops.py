@@ -10,7 +10,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from torch import Tensor
 
 from pl_pruning.errors import PlPruningError
 
@@ -19,8 +18,7 @@ __all__ = ["monitored_value", "noise_at_bound", "require_validation_every_epoch"
 
 
 def require_validation_every_epoch(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-    """PhaseController's demands on the fit: a validation loop after every epoch and an
-    ``example_input_array`` to trace the network.
+    """PhaseController's demand on the fit: a validation loop after every epoch.
 
     Raises:
         PlPruningError: the first demand that is not met, named.
@@ -35,9 +33,6 @@ def require_validation_every_epoch(trainer: L.Trainer, pl_module: L.LightningMod
             "PhaseController decides after every epoch's validation: use check_val_every_n_epoch=1 "
             f"and val_check_interval=1.0, got {trainer.check_val_every_n_epoch} and "
             f"{trainer.val_check_interval}")
-    if not isinstance(getattr(pl_module, "example_input_array", None), Tensor):
-        raise PlPruningError("PhaseController needs pl_module.example_input_array (a Tensor) "
-                             "to trace the network and count MACs")
 
 
 def validate_now(trainer: L.Trainer) -> None:

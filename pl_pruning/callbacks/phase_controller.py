@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -14,18 +13,19 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from pl_pruning.callbacks import loops
-from pl_pruning.callbacks.logs import log_record
+from pl_pruning.callbacks.logs import log_record, warn_untraceable, write_report
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
-from pl_pruning.measure import channel_counts, count_params
-from pl_pruning.pruning import optimizer_state, planner
+from pl_pruning.measure import channel_counts
+from pl_pruning.pruning import optimizer_state
 from pl_pruning.pruning import schedule as run_state
-from pl_pruning.pruning.graph import NetworkGraph, resolve_ignored
+from pl_pruning.pruning.graph import resolve_ignored
 from pl_pruning.pruning.planner import MEAN_KEY
+from pl_pruning.pruning.pruner import Pruner
 from pl_pruning.pruning.schedule import Decision, Network, Phase, RunState, Schedule, StepRecord
-from pl_pruning.pruning.surgery import prune_filters
 from pl_pruning.scoring import DEFAULT_CRITERION, get_criterion
+from pl_pruning.statistics.batches import example_input
 from pl_pruning.validate import check_bool, check_choice, check_names
 
 _SETTINGS = frozenset(f.name for f in fields(Schedule))
@@ -71,16 +71,14 @@ class PhaseController(Callback):
         target_macs: stop at these MACs per sample (``<= 1``: a fraction of the baseline's).
         max_steps: at most this many surgeries (``max_epochs`` is a budget too: no step
             starts unless its fine-tuning and the final fine-tune still fit).
-        compensate: fold removed filters' mean activations into the consumers' biases.
-        ignored_layers: layer names or regular expressions never pruned.
-        min_channels: filters every layer keeps at least.
-        round_to: ``None``, or keep channel counts a multiple of this.
+        compensate, ignored_layers, min_channels, round_to: the surgery's settings, as in
+            :class:`~pl_pruning.pruning.pruner.Pruner` (bias compensation, layers never pruned, ...).
         report_dir: where the report goes (default ``trainer.default_root_dir``).
 
     Raises:
         PlPruningError: a bad argument (at construction); at setup, what the fit lacks (a
-            validation loop, EntropyStatistics for a data criterion, ``example_input_array``,
-            a layer an ``ignored_layers`` entry matches); a ``monitor`` never logged.
+            validation loop, EntropyStatistics for a data criterion, a layer an
+            ``ignored_layers`` entry matches); a ``monitor`` never logged.
 
     Example::
 
@@ -100,17 +98,16 @@ class PhaseController(Callback):
                  min_channels: int = 1, round_to: int | None = None, report_dir: str | None = None) -> None:
         self.criterion_name = get_criterion(criterion).name  # validates the name
         self.monitor, self.report_dir = monitor, report_dir
-        self.compensate = check_bool("compensate", compensate)
         self.finetune_schedule = check_choice("finetune_schedule", finetune_schedule, ("cosine", "constant"))
-        self.ignored_layers = check_names("ignored_layers", ignored_layers)
         self.schedule = Schedule(  # the decision rule holds (and checks) the other settings
             phases=[phases] if isinstance(phases, str) else list(phases), global_step=global_step,
             layer_step=layer_step, min_step=min_step, max_drop=max_drop, finetune_epochs=finetune_epochs,
             final_epochs=final_epochs, mode=mode, normalize=normalize, layer_order=layer_order,
             target_macs=target_macs, max_steps=max_steps, min_channels=min_channels, round_to=round_to,
             grow=grow, max_step=max_step, recheck=recheck)
+        self.pruner = Pruner(check_names("ignored_layers", ignored_layers), self.schedule.min_channels,
+                             self.schedule.round_to, check_bool("compensate", compensate))
         self._tracked = {self.criterion_name}
-        self._stats: Any = None
         self._restored = False  # rank 0 restored the accepted network while deciding
         self._before_training = False  # the baseline validation, before the first epoch
         self.run = RunState(step=self.schedule.global_step)
@@ -123,6 +120,9 @@ class PhaseController(Callback):
         if schedule is not None and name in _SETTINGS:
             return getattr(schedule, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    ignored_layers = property(lambda self: self.pruner.ignored_layers)
+    compensate = property(lambda self: self.pruner.compensate)
 
     @property
     def state(self) -> str:
@@ -153,20 +153,23 @@ class PhaseController(Callback):
             return
         from pl_pruning.callbacks.entropy_statistics import EntropyStatistics
 
-        self._stats = find_callback(trainer, EntropyStatistics)
+        self.pruner.statistics = find_callback(trainer, EntropyStatistics)
         needs_data = sorted(c for c in self._tracked if get_criterion(c).needs_data)
-        if needs_data and self._stats is None:
+        if needs_data and self.pruner.statistics is None:
             raise PlPruningError(
                 f"criterion {needs_data[0]!r} is computed from activation statistics: add "
                 "EntropyStatistics() to the Trainer's callbacks, or choose a data-free criterion (l1, random)")
         loops.require_validation_every_epoch(trainer, pl_module)
         adapt_shapes_on_load(pl_module)  # fit(ckpt_path=...) after a surgery: the pruned shapes first
         resolve_ignored(pl_module, self.ignored_layers)  # a bad entry fails now, not after an epoch
-        untraceable = self._graph(pl_module).untraceable
-        if untraceable:
-            rank_zero_warn(f"[PhaseController] left out of pruning: {', '.join(untraceable)}: their channels "
-                           "are coupled through an operation the dependency graph cannot follow (such as "
-                           "a zero-padding shortcut); every other layer is pruned")
+        if example_input(pl_module) is not None:
+            warn_untraceable(self.pruner.graph(pl_module).untraceable)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        if example_input(pl_module) is None:  # no example_input_array: the first batch's input
+            pl_module.example_input_array = example_input(pl_module, batch)
+            warn_untraceable(self.pruner.graph(pl_module).untraceable)
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loops.monitored_value(trainer, self.monitor)  # fails early, before any training, on a wrong key
@@ -206,10 +209,11 @@ class PhaseController(Callback):
             rank_zero_warn(f"[PhaseController] {self.monitor}={metric}: the step is rolled back")
         if self.run.phase is Phase.BASELINE:
             self.run.noise = loops.noise_at_bound(trainer, metric, self.schedule.max_drop, self.schedule.mode, self.monitor)
-        self._refresh_scores(pl_module)
+        self.pruner.refresh(self.run.scores, pl_module, self._tracked)
         decision = None
         if trainer.is_global_zero:  # one decision, taken where the model is restored first
-            net = Network(lambda: self._scored(pl_module), lambda: self._cost(pl_module),
+            net = Network(lambda: self.pruner.scored(pl_module, self.current_scores()),
+                          lambda: self.pruner.cost(pl_module),
                           lambda: self._restore_accepted(pl_module, mark=True))
             done = 0 if self._before_training else trainer.current_epoch + 1
             decision = self.schedule.decide(self.run, metric, net, done, trainer.max_epochs)
@@ -237,7 +241,8 @@ class PhaseController(Callback):
                 run.baseline_cost = {"macs": d.judged.macs, "params": d.judged.params}
                 run.baseline_channels = channel_counts(pl_module, convs_only=True)
             if d.judged.accepted:
-                run.accepted = self._snapshot(trainer, pl_module, d.judged)
+                run.accepted = {**self.pruner.snapshot(pl_module, trainer.optimizers, run.scores),
+                                "record": d.judged.to_dict()}
             else:
                 if not self._restored:
                     self._restore_accepted(pl_module)
@@ -262,58 +267,28 @@ class PhaseController(Callback):
             rank_zero_warn(f"[PhaseController] the final network's {self.monitor}={metric:.4f} misses max_drop; "
                            "returning the last accepted network")
         run.final_metric = metric
-        self._record(trainer, StepRecord(Phase.FINAL.value, None, 0.0, *self._cost(pl_module), metric=metric,
+        self._record(trainer, StepRecord(Phase.FINAL.value, None, 0.0, *self.pruner.cost(pl_module), metric=metric,
                                          drop=run.final_check["drop"], accepted=run.final_check["within_max_drop"]))
         run.phase = Phase.DONE
         trainer.should_stop = True
         self._write_report(trainer, pl_module)
 
-    # ------------------------------------------------------------------ engine calls
-
-    def _graph(self, pl_module: L.LightningModule) -> NetworkGraph:
-        return NetworkGraph.of(pl_module, pl_module.example_input_array, self.ignored_layers)
-
-    def _cost(self, pl_module: L.LightningModule) -> tuple[int, int]:
-        return self._graph(pl_module).macs, count_params(pl_module)
-
-    def _scored(self, pl_module: L.LightningModule) -> tuple[NetworkGraph, planner.Scored]:
-        graph = self._graph(pl_module)
-        return graph, planner.score_groups(graph.groups, self.current_scores())
+    # ------------------------------------------------------------------ surgery & rollback
 
     def _prune(self, trainer: L.Trainer, pl_module: L.LightningModule, d: Decision) -> None:
         run, (phase, layer, step) = self.run, d.planned
         carried = optimizer_state.capture(trainer.optimizers, [c.scheduler for c in trainer.lr_scheduler_configs])
-        result = prune_filters(pl_module, d.plan, pl_module.example_input_array, graph=self._graph(pl_module),
-                               ignored_layers=self.ignored_layers, min_channels=self.schedule.min_channels,
-                               round_to=self.schedule.round_to, compensate=self.compensate,
-                               channel_means=run.scores.current(MEAN_KEY) if self.compensate else None)
-        if result.filters_removed == 0:
-            raise RuntimeError(f"the planned surgery {d.plan} removed no filter")
-        run.scores.remove(result.removed)
+        result = self.pruner.cut(pl_module, d.plan, run.scores)
         optimizer_state.rebuild(trainer, pl_module, carried, result.parameter_changes)
-        if self._stats is not None:
-            self._stats.invalidate()
         run.surgeries += 1
         run.epochs_since_surgery = 0
-        run.pending = StepRecord(phase, layer, step, *self._cost(pl_module),
+        run.pending = StepRecord(phase, layer, step, *self.pruner.cost(pl_module),
                                  removed=int(result.filters_removed), surgery_s=round(result.seconds, 4),
                                  epoch=trainer.current_epoch)
 
-    def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, record: StepRecord) -> dict[str, Any]:
-        return {**optimizer_state.snapshot(pl_module, trainer.optimizers), "record": record.to_dict(),
-                "scores": self.run.scores.copy()}
-
     def _restore_accepted(self, pl_module: L.LightningModule, mark: bool = False) -> None:
         self._restored = mark  # rank 0 restores while deciding; the others when applying
-        optimizer_state.restore_model(pl_module, self.run.accepted["model"])
-        self.run.scores = self.run.accepted["scores"].copy()  # the accepted network's own statistics
-        if self._stats is not None:
-            self._stats.invalidate()
-
-    def _refresh_scores(self, pl_module: L.LightningModule) -> None:
-        """Remember the latest scores of every current filter, by its original index."""
-        self.run.scores.start(channel_counts(pl_module, convs_only=True))
-        self.run.scores.update(planner.fresh_scores(self._tracked, self._stats, pl_module))
+        self.run.scores = self.pruner.restore(pl_module, self.run.accepted)
 
     # ------------------------------------------------------------------ reporting & checkpoints
 
@@ -328,14 +303,8 @@ class PhaseController(Callback):
                                    max_drop=self.schedule.max_drop)
 
     def _write_report(self, trainer: L.Trainer, pl_module: L.LightningModule, interrupted: bool = False) -> None:
-        if not trainer.is_global_zero:
-            return
-        from pl_pruning.reports.pruning_report import write_pruning_report
-
-        report = {**self.report(), "interrupted": interrupted,
-                  "channels": {"before": self.run.baseline_channels, "after": channel_counts(pl_module, convs_only=True)}}
-        paths = write_pruning_report(report, Path(self.report_dir or trainer.default_root_dir))
-        rank_zero_info(f"[PhaseController] report: {', '.join(str(p) for p in paths)}")
+        channels = {"before": self.run.baseline_channels, "after": channel_counts(pl_module, convs_only=True)}
+        write_report(trainer, {**self.report(), "interrupted": interrupted, "channels": channels}, self.report_dir)
 
     def state_dict(self) -> dict[str, Any]:
         return {**run_state.run_state_dict(self.run), "tracked": sorted(self._tracked)}

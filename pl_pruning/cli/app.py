@@ -157,7 +157,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     objective = Objective.from_config(cfg.get("objective"))
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
                                       logger=_instantiate_all(cfg.get("logger")) or False)
-    ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    # The best epoch is the monitored checkpoint's; last.ckpt (written every epoch) is in the same folder.
+    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    ckpt = next((c for c in checkpoints if c.monitor), checkpoints[0] if checkpoints else None)
     if not cfg.model.get("checkpoint"):
         resume = _resume_from(Path(ckpt.dirpath)) if ckpt is not None and ckpt.dirpath else None
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=resume)

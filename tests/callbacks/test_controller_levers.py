@@ -39,10 +39,10 @@ def test_after_a_rollback_the_plan_uses_the_accepted_networks_own_scores(digits_
                 controller.schedule.max_drop = 1e-6
 
     refreshed, planned = [], []
-    refresh, prune = controller._refresh_scores, controller._prune
+    refresh, prune = controller.pruner.refresh, controller._prune
 
-    def spy_refresh(pl_module):
-        refresh(pl_module)
+    def spy_refresh(scores, pl_module, criteria):
+        refresh(scores, pl_module, criteria)
         refreshed.append(controller.run.scores.copy())
 
     def spy_prune(trainer, pl_module, d):
@@ -50,7 +50,7 @@ def test_after_a_rollback_the_plan_uses_the_accepted_networks_own_scores(digits_
             planned.append((controller.run.scores.copy(), controller.run.accepted["scores"]))
         prune(trainer, pl_module, d)
 
-    controller._refresh_scores, controller._prune = spy_refresh, spy_prune
+    controller.pruner.refresh, controller._prune = spy_refresh, spy_prune
     trainer([EntropyStatistics(), controller, Tighten()], max_epochs=4).fit(model, datamodule=dm)
     assert planned, "no rollback happened"
     used, accepted = planned[0]

@@ -61,14 +61,14 @@ def test_resume_mid_phase_one_ends_like_an_uninterrupted_run(tmp_path):
 
 
 class UserModule(L.LightningModule):
-    """A user's own LightningModule: nothing in it knows about pruning."""
+    """A user's own LightningModule: nothing in it knows about pruning (not even an
+    example_input_array: the controller traces with the first validation batch)."""
 
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
                                   nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
-        self.example_input_array = torch.zeros(1, 1, 8, 8)
 
     def forward(self, x):
         return self.body(x)
