@@ -87,7 +87,8 @@ class UserModule(L.LightningModule):
 
 def test_a_users_own_module_resumes_after_a_surgery(tmp_path):
     """The callbacks carry the pruned shapes themselves: a fresh, unpruned module of the
-    user's class resumes with fit(ckpt_path=...) from a checkpoint written after a surgery."""
+    user's class resumes with fit(ckpt_path=...) from a checkpoint written after a surgery.
+    Crashed at every epoch in turn and resumed each time, the run ends bit-identical."""
     from pl_pruning.data import DigitsDataModule
 
     dm = DigitsDataModule()
@@ -103,10 +104,19 @@ def test_a_users_own_module_resumes_after_a_surgery(tmp_path):
 
     whole_model = copy.deepcopy(start)
     whole = run(tmp_path / "whole", whole_model)
+    last = tmp_path / "crashed" / "last.ckpt"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(tmp_path / "crashed", copy.deepcopy(start), Crash(at_epoch=2))
-    fresh = UserModule()  # unpruned: 16 and 32 filters
-    resumed = run(tmp_path / "crashed", fresh, ckpt_path=str(tmp_path / "crashed" / "last.ckpt"))
+        run(tmp_path / "crashed", copy.deepcopy(start), Crash(at_epoch=1))
+    at = 2
+    while True:  # crashed at the start of every epoch in turn, each time resumed into a fresh module
+        fresh = UserModule()  # unpruned: 16 and 32 filters
+        try:
+            resumed = run(tmp_path / "crashed", fresh, Crash(at_epoch=at), ckpt_path=str(last))
+            break
+        except RuntimeError as crash:
+            assert "simulated crash" in str(crash)
+            at += 1
+    assert at >= 4, f"the run ended after {at} epochs: too few to test"
     assert channels(fresh) == channels(whole_model) != {"body.0": 16, "body.3": 32}
     assert [(e["phase"], e["macs"], e["accepted"]) for e in resumed.history] == \
         [(e["phase"], e["macs"], e["accepted"]) for e in whole.history]

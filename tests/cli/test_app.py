@@ -114,36 +114,58 @@ def test_console_scripts_point_at_the_cli():
     assert resolved == {"pl-prune": app.main, "pl-prune-report": sweep.main}
 
 
-def test_a_killed_run_rerun_in_its_folder_resumes_and_finishes(cli, tmp_path):
-    """SIGKILL in the middle of the pruning fit, then the same command again: the run
-    continues from the folder's last checkpoints instead of starting over."""
+# A small default run with rollbacks in both phases: 2 baseline epochs, then Phase I
+# (two rollbacks), Phase II (one) and the final fine-tune in 9 pruning epochs.
+KILL_RUN = ["trainer.max_epochs=2", "pruning.max_epochs=9", "pruning.final_epochs=1", "pruning.max_drop=0.01",
+            "pruning.global_step=0.3", "pruning.min_step=0.2", "measure.latency=false",
+            "callbacks.rich_progress_bar=null"]
+
+
+def _outcome(folder):
+    """What a finished run leaves: its results (paths and timings left out), the pruned
+    network's tensors and the controller's history (surgery times left out)."""
+    results = json.loads((folder / "results.json").read_text())
+    for block in (results["baseline"], results["pruned"]):
+        block.pop("checkpoint", None)
+    results.pop("config", None)
+    history = [{k: v for k, v in e.items() if k != "surgery_s"}
+               for e in json.loads((folder / "pruning_report.json").read_text())["history"]]
+    weights = torch.load(folder / "pruned_model.pt", weights_only=False)["state_dict"]
+    return results, history, weights
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_every_epoch_in_turn_ends_bit_identical(cli, tmp_path):
+    """SIGKILL at the start of every epoch in turn (baseline and pruning fits), each time
+    followed by the same command in the same folder: the run that finally finishes has the
+    same results, history and weights, bit for bit, as the run that was never killed."""
     import os
-    import signal
-    import time
+    from pathlib import Path
 
-    args = [*cli, f"hydra.run.dir={tmp_path}", "trainer.max_epochs=2", "pruning.max_epochs=10",
-            "pruning.final_epochs=1", "measure.latency=false", "callbacks.rich_progress_bar=null"]
-    last = tmp_path / "pruning_checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, seen = time.time() + 300, set()
-    while time.time() < deadline and proc.poll() is None:
-        if last.is_file():
-            seen.add(last.stat().st_mtime_ns)
-            if len(seen) >= 2:  # two pruning epochs written
-                break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "results.json").exists()
-    baseline_ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    epochs = 2 + 9
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent / "plugins"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    whole = _run(cli, tmp_path / "whole", *KILL_RUN)
+    assert "resuming" not in whole.stderr
+    folder = tmp_path / "killed"
+    for epoch in range(1, epochs):
+        kill = ["+callbacks.kill._target_=kill_switch.KillAtEpoch", f"+callbacks.kill.epoch={epoch}",
+                "+callbacks.kill.baseline_epochs=2"]
+        proc = subprocess.run([*cli, f"hydra.run.dir={folder}", *KILL_RUN, *kill], capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert proc.returncode == -9, (epoch, proc.returncode, proc.stderr[-3000:])
+        assert not (folder / "results.json").exists()
+        if epoch > 1:
+            assert "resuming from" in proc.stderr, epoch
+    last = _run(cli, folder, *KILL_RUN)
+    assert f"resuming from {folder / 'pruning_checkpoints' / 'last.ckpt'}" in last.stderr
+    assert not list(folder.rglob("last-v*.ckpt"))
 
-    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resuming from {tmp_path / 'checkpoints' / 'last.ckpt'}" in again.stderr  # the finished baseline fit
-    assert f"resuming from {last}" in again.stderr                                     # the pruning fit
-    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == baseline_ckpts  # no last-v1
-    results = json.loads((tmp_path / "results.json").read_text())
-    report = json.loads((tmp_path / "pruning_report.json").read_text())
-    assert sum(e["phase"] == "baseline" for e in report["history"]) == 1
-    assert results["pruned"]["macs"] < results["baseline"]["macs"]
+    (results, history, weights), (results_k, history_k, weights_k) = _outcome(tmp_path / "whole"), _outcome(folder)
+    assert results_k == results
+    assert history_k == history
+    assert sum(e["phase"] == "baseline" for e in history_k) == 1
+    assert {e["phase"] for e in history_k if e["accepted"] is False} == {"global", "layerwise"}  # rollbacks in both
+    assert weights_k.keys() == weights.keys()
+    for key, value in weights.items():
+        assert torch.equal(weights_k[key], value), key

@@ -1,0 +1,21 @@
+"""A callback the fault-injection test adds through the command line
+(``+callbacks.kill._target_=kill_switch.KillAtEpoch``): SIGKILL this process when a given
+epoch starts, counting the baseline fit's epochs and then the pruning fit's. The epoch
+before it has finished and its checkpoint is on disk."""
+
+import os
+import signal
+
+import lightning as L
+
+from pl_pruning import PhaseController
+
+
+class KillAtEpoch(L.Callback):
+    def __init__(self, epoch: int, baseline_epochs: int) -> None:
+        self.epoch, self.baseline_epochs = epoch, baseline_epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pruning = any(isinstance(c, PhaseController) for c in trainer.callbacks)
+        if trainer.current_epoch + (self.baseline_epochs if pruning else 0) == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
