@@ -169,3 +169,35 @@ def test_a_run_killed_after_every_epoch_in_turn_ends_bit_identical(cli, tmp_path
     assert weights_k.keys() == weights.keys()
     for key, value in weights.items():
         assert torch.equal(weights_k[key], value), key
+
+
+@pytest.mark.slow
+def test_a_preempted_cluster_job_is_requeued_and_resumes(cli, tmp_path):
+    """The launcher path a SLURM job takes (hydra-submitit-launcher, here its local
+    executor): the preemption signal (SIGUSR2) arrives in the pruning fit; submitit
+    checkpoints the launcher and requeues the job, which reruns in the same folder and
+    resumes both fits from their last.ckpt instead of starting again."""
+    import os
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent / "plugins"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    marker = tmp_path / "preempted"
+    proc = subprocess.run([*cli, "-m", "hydra/launcher=local", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                           "trainer.max_epochs=2", "pruning.max_epochs=6", "pruning.final_epochs=1",
+                           "measure.latency=false", "callbacks.rich_progress_bar=null",
+                           "+callbacks.preempt._target_=kill_switch.PreemptAtEpoch",
+                           "+callbacks.preempt.epoch=2", f"+callbacks.preempt.marker={marker}"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert marker.exists()  # the signal was sent
+    job = tmp_path / "sweep" / "0"
+    log = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").rglob("*_log.*"))
+    assert "this job is preempted" in log and "Requeued job" in log
+    assert f"resuming from {job / 'checkpoints' / 'last.ckpt'}" in log
+    assert f"resuming from {job / 'pruning_checkpoints' / 'last.ckpt'}" in log
+    report = json.loads((job / "pruning_report.json").read_text())
+    assert sum(e["phase"] == "baseline" for e in report["history"]) == 1
+    assert report["history"][-1]["phase"] == "final"
+    results = json.loads((job / "results.json").read_text())
+    assert results["pruned"]["macs"] < results["baseline"]["macs"]

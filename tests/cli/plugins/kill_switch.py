@@ -19,3 +19,18 @@ class KillAtEpoch(L.Callback):
         pruning = any(isinstance(c, PhaseController) for c in trainer.callbacks)
         if trainer.current_epoch + (self.baseline_epochs if pruning else 0) == self.epoch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PreemptAtEpoch(L.Callback):
+    """Send this process the signal a cluster sends before it preempts a job (SIGUSR2, the
+    one submitit's sbatch scripts ask for) when pruning epoch ``epoch`` starts, once: the
+    ``marker`` file says it was sent, so the requeued job runs to the end."""
+
+    def __init__(self, epoch: int, marker: str) -> None:
+        self.epoch, self.marker = epoch, marker
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pruning = any(isinstance(c, PhaseController) for c in trainer.callbacks)
+        if pruning and trainer.current_epoch == self.epoch and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGUSR2)
