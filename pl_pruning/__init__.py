@@ -1,13 +1,13 @@
 """pl_pruning: two-phase filter pruning by conditional entropy, as Lightning callbacks.
 
-The three callbacks go into any ``lightning.Trainer``; the rest works without one:
+The three callbacks (and the optional ``Distillation``) go into any ``lightning.Trainer``; the rest works without one:
 ``prune_filters`` / ``pruning_groups`` (physical removal), ``measure_cost`` (MACs,
 parameters, latency; more in :mod:`pl_pruning.measure`), ``save_pruned`` /
 ``load_pruned`` (pruned networks back into their original classes), ``build_model``
 and ``ImageClassifier`` (the model zoo and a LightningModule around it).
 """
 
-from pl_pruning.callbacks import EntropyStatistics, MaxEntropyFreeze, PhaseController
+from pl_pruning.callbacks import Distillation, EntropyStatistics, MaxEntropyFreeze, PhaseController
 from pl_pruning.checkpoint import load_pruned, save_pruned
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import Cost, measure_cost
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cost",
+    "Distillation",
     "EntropyStatistics",
     "ImageClassifier",
     "MaxEntropyFreeze",

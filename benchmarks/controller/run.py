@@ -3,6 +3,7 @@ CNN, the default two-phase preset) over several seeds, from a given source tree.
 
     python benchmarks/controller/run.py --label after --seeds 0 1 2
     python benchmarks/controller/run.py --label before --tree ../before --seeds 0 1 2
+    python benchmarks/controller/run.py --label distill --seeds 0 1 2 pruning.distill=true
     python benchmarks/controller/run.py --compare before after
 
 ``--tree`` runs another checkout of the project (for example the commit before the
@@ -53,17 +54,17 @@ def per_phase(history: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_one(tree: Path, seed: int, label: str) -> dict:
+def run_one(tree: Path, seed: int, label: str, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pl_pruning", f"seed={seed}", f"hydra.run.dir={tmp}",
-                        "callbacks.rich_progress_bar=null"], check=True, cwd=tree,
+                        "callbacks.rich_progress_bar=null", *overrides], check=True, cwd=tree,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         results = json.loads((Path(tmp) / "results.json").read_text())
         report = json.loads((Path(tmp) / "pruning_report.json").read_text())
     record = {
-        "label": label, "seed": seed, "wall_s": round(wall, 1),
+        "label": label, "seed": seed, "overrides": overrides, "wall_s": round(wall, 1),
         "baseline_test_acc": results["baseline"]["test_acc"], "pruned_test_acc": results["pruned"]["test_acc"],
         "acc_drop_points": round(100 * results["acc_drop"], 3), "macs_reduction": round(results["macs_reduction"], 3),
         "pruning_epochs": sum(r["epochs"] for r in per_phase(report["history"]).values()),
@@ -119,6 +120,7 @@ def main() -> None:
     p.add_argument("--tree", default=str(ROOT), help="the checkout to run (default: this one)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--compare", nargs="+", metavar="LABEL")
+    p.add_argument("overrides", nargs="*", help="extra pl-prune overrides, e.g. pruning.distill=true")
     args = p.parse_args()
     if args.compare:
         compare(args.compare)
@@ -126,7 +128,7 @@ def main() -> None:
     if not args.label:
         p.error("--label is required to run")
     for seed in args.seeds:
-        run_one(Path(args.tree).resolve(), seed, args.label)
+        run_one(Path(args.tree).resolve(), seed, args.label, args.overrides)
 
 
 if __name__ == "__main__":

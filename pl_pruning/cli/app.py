@@ -56,7 +56,7 @@ from pl_pruning.measure import measure_cost
 from pl_pruning.module import ImageClassifier
 
 # Keys of the ``pruning`` node that are not PhaseController arguments.
-CALLBACK_NODES = ("statistics", "freeze")  # EntropyStatistics, MaxEntropyFreeze (in this order)
+CALLBACK_NODES = ("statistics", "freeze", "distill")  # EntropyStatistics, MaxEntropyFreeze, Distillation
 FIT_KEYS = ("finetune_lr", "finetune_scheduler", "max_epochs")  # the pruning fit's optimiser and budget
 
 
@@ -79,14 +79,16 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def pruning_callbacks(node: DictConfig | None) -> list[Any]:
-    """EntropyStatistics, PhaseController and MaxEntropyFreeze from the ``pruning`` node
-    (empty for ``pruning=none``); a callback node set to ``null`` is left out."""
+    """EntropyStatistics, PhaseController, MaxEntropyFreeze and Distillation from the
+    ``pruning`` node (empty for ``pruning=none``); a callback node set to ``null`` is left out."""
     if not node or "_target_" not in node:
         return []
     settings = OmegaConf.to_container(node, resolve=True)
     controller = {k: v for k, v in settings.items() if k not in (*CALLBACK_NODES, *FIT_KEYS)}
-    statistics, freeze = (settings.get(k) for k in CALLBACK_NODES)
-    return [_instantiate(c) for c in (statistics, controller, freeze) if c]
+    statistics, freeze, distill = (settings.get(k) for k in CALLBACK_NODES)
+    if isinstance(distill, bool):  # pruning.distill=true: Distillation with its defaults
+        distill = {"_target_": "pl_pruning.Distillation"} if distill else None
+    return [_instantiate(c) for c in (statistics, controller, freeze, distill) if c]
 
 
 def build_classifier(cfg: DictConfig, datamodule: L.LightningDataModule) -> ImageClassifier:
