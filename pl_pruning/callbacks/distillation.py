@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import lightning as L
@@ -13,6 +12,7 @@ from torch import Tensor, nn
 
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.errors import PlPruningError
+from pl_pruning.pruning.pruner import private_copy
 from pl_pruning.statistics.batches import inputs_from_batch, logits_of
 from pl_pruning.validate import check_bool, check_number
 
@@ -65,10 +65,7 @@ class Distillation(Callback):
         from pl_pruning.callbacks.phase_controller import PhaseController
 
         self._controller = find_callback(trainer, PhaseController)
-        self.teacher = copy.deepcopy(pl_module).requires_grad_(False)  # the dense network
-        for module in self.teacher.modules():  # other callbacks' taps stay on the student
-            module._forward_hooks.clear()
-            module._forward_pre_hooks.clear()
+        self.teacher = private_copy(pl_module).requires_grad_(False)  # the dense network
         self._hook = pl_module.register_forward_hook(self._keep_logits)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -1,17 +1,22 @@
 """What the controller asks of Lightning's loops: a validation after every epoch, a
-validation run now, and how many samples one validation sees (for the standard error of
-an accuracy)."""
+validation run now, how many samples one validation sees (for the standard error of
+an accuracy), and the first batches of the loaders (for the cheap screen)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from pl_pruning.errors import PlPruningError
+from pl_pruning.pruning.planner import FilterScores
+from pl_pruning.pruning.pruner import Pruner
+from pl_pruning.pruning.screen import Screen
 
 __all__ = ["monitored_value", "noise_at_bound", "require_validation_every_epoch", "scale_learning_rates",
            "standard_error", "validate_now", "validation_size"]
@@ -101,6 +106,39 @@ def monitored_value(trainer: L.Trainer, monitor: str) -> float:
         keys = ", ".join(sorted(metrics)) or "none"
         raise PlPruningError(f"monitor={monitor!r} is not logged; the logged keys are: {keys}")
     return float(metrics[monitor])
+
+
+def first_batches(trainer: L.Trainer, loaders: Any, count: int) -> list[Any]:
+    """The first ``count`` batches of ``loaders`` (a DataLoader, or the first of a list), on
+    the module's device."""
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    batches: list[Any] = []
+    for batch in loader if loader is not None else ():
+        batches.append(trainer.strategy.batch_to_device(batch))
+        if len(batches) >= count:
+            break
+    return batches
+
+
+def screen_for(trainer: L.Trainer, pl_module: L.LightningModule, pruner: Pruner,
+               scores: Callable[[], FilterScores], count: int) -> Callable[[dict[str, list[int]]], float] | None:
+    """The schedule's screen for one decision: a plan is cut from a copy of ``pl_module``,
+    whose BatchNorm statistics are re-estimated on the first ``count`` training batches,
+    and judged on the first ``count`` validation batches (both read again at every
+    decision, so a resumed run screens on the same batches). None with SyncBatchNorm,
+    whose train-mode forward would wait for the other ranks."""
+    if any(isinstance(m, torch.nn.SyncBatchNorm) for m in pl_module.modules()):
+        return None
+    screen: Screen | None = None
+
+    def lost(plan: dict[str, list[int]]) -> float:
+        nonlocal screen
+        if screen is None:
+            screen = Screen(pruner, first_batches(trainer, trainer.train_dataloader, count),
+                            first_batches(trainer, trainer.val_dataloaders, count))
+        return screen.drop(pl_module, plan, scores())
+
+    return lost
 
 
 def scale_learning_rates(trainer: L.Trainer, base_lrs: list[list[float]], factor: float) -> None:

@@ -26,7 +26,7 @@ from pl_pruning.pruning.pruner import Pruner
 from pl_pruning.pruning.schedule import Decision, Network, Phase, RunState, Schedule, StepRecord
 from pl_pruning.scoring import DEFAULT_CRITERION, get_criterion
 from pl_pruning.statistics.batches import example_input
-from pl_pruning.validate import check_bool, check_choice, check_names
+from pl_pruning.validate import check_bool, check_choice, check_int, check_names
 
 _SETTINGS = frozenset(f.name for f in fields(Schedule))
 
@@ -59,6 +59,10 @@ class PhaseController(Callback):
             last accepted network (``report()["final_check"]``).
         recheck: a rejection within one standard error of the validation accuracy above
             ``max_drop`` is fine-tuned one more epoch and judged again.
+        screen, screen_drop, screen_batches: the cheap screen (:mod:`pl_pruning.pruning.screen`):
+            before a step's epoch, cut a copy, re-estimate its BatchNorm on ``screen_batches``
+            training batches and, if it loses more than ``screen_drop`` accuracy on as many
+            validation batches, halve the step (no epoch spent) and screen again.
         finetune_epochs: fine-tuning epochs after each surgery before the decision.
         final_epochs: fine-tuning epochs of the final network.
         finetune_schedule: ``"cosine"`` (the LR from its value down to zero over every
@@ -91,7 +95,8 @@ class PhaseController(Callback):
     def __init__(self, criterion: str = DEFAULT_CRITERION,
                  phases: Sequence[str] = ("global", "layerwise"), global_step: float = 0.2,
                  layer_step: float = 0.25, min_step: float = 0.05, grow: float = 1.5, max_step: float = 0.5,
-                 max_drop: float = 0.02, recheck: bool = True, finetune_epochs: int = 1, final_epochs: int = 2,
+                 max_drop: float = 0.02, recheck: bool = True, screen: bool = False, screen_drop: float = 0.1,
+                 screen_batches: int = 4, finetune_epochs: int = 1, final_epochs: int = 2,
                  finetune_schedule: str = "cosine", monitor: str = "val_acc", mode: str = "max",
                  normalize: str = "per-layer", layer_order: str = "by_score", target_macs: float | None = None,
                  max_steps: int | None = None, compensate: bool = True, ignored_layers: Iterable[str] = (),
@@ -104,7 +109,8 @@ class PhaseController(Callback):
             layer_step=layer_step, min_step=min_step, max_drop=max_drop, finetune_epochs=finetune_epochs,
             final_epochs=final_epochs, mode=mode, normalize=normalize, layer_order=layer_order,
             target_macs=target_macs, max_steps=max_steps, min_channels=min_channels, round_to=round_to,
-            grow=grow, max_step=max_step, recheck=recheck)
+            grow=grow, max_step=max_step, recheck=recheck, screen=screen, screen_drop=screen_drop)
+        self.screen_batches = check_int("screen_batches", screen_batches, 1)
         self.pruner = Pruner(check_names("ignored_layers", ignored_layers), self.schedule.min_channels,
                              self.schedule.round_to, check_bool("compensate", compensate))
         self._tracked = {self.criterion_name}
@@ -212,9 +218,11 @@ class PhaseController(Callback):
         self.pruner.refresh(self.run.scores, pl_module, self._tracked)
         decision = None
         if trainer.is_global_zero:  # one decision, taken where the model is restored first
+            screen = loops.screen_for(trainer, pl_module, self.pruner, lambda: self.run.scores,
+                                      self.screen_batches) if self.schedule.screen else None
             net = Network(lambda: self.pruner.scored(pl_module, self.current_scores()),
                           lambda: self.pruner.cost(pl_module),
-                          lambda: self._restore_accepted(pl_module, mark=True))
+                          lambda: self._restore_accepted(pl_module, mark=True), screen)
             done = 0 if self._before_training else trainer.current_epoch + 1
             decision = self.schedule.decide(self.run, metric, net, done, trainer.max_epochs)
         self._apply(trainer, pl_module, trainer.strategy.broadcast(decision, src=0))
@@ -284,7 +292,7 @@ class PhaseController(Callback):
         run.epochs_since_surgery = 0
         run.pending = StepRecord(phase, layer, step, *self.pruner.cost(pl_module),
                                  removed=int(result.filters_removed), surgery_s=round(result.seconds, 4),
-                                 epoch=trainer.current_epoch)
+                                 epoch=trainer.current_epoch, screened_out=d.screened_out)
 
     def _restore_accepted(self, pl_module: L.LightningModule, mark: bool = False) -> None:
         self._restored = mark  # rank 0 restores while deciding; the others when applying

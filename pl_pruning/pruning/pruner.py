@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,17 @@ from pl_pruning.pruning.graph import NetworkGraph
 from pl_pruning.pruning.planner import MEAN_KEY, FilterScores
 from pl_pruning.pruning.surgery import SurgeryResult, prune_filters
 
-__all__ = ["Pruner"]
+__all__ = ["Pruner", "private_copy"]
+
+
+def private_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` without the forward hooks others put on it (statistics
+    taps, the controller's own): its forward passes feed nothing but the caller."""
+    twin = copy.deepcopy(module)
+    for m in twin.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    return twin
 
 
 @dataclass

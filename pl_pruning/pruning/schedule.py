@@ -14,7 +14,9 @@ the next one ``grow`` times larger (at most ``max_step``); a rolled-back one hal
 phase (a group) ends when its step falls below ``min_step``. A step is accepted when the
 monitored metric dropped at most ``max_drop`` from the baseline; a rejection within one
 standard error of the validation accuracy (``RunState.noise``) of the bound is fine-tuned
-one more epoch and judged again (``recheck``). ``target_macs`` caps every step so the run
+one more epoch and judged again (``recheck``). With ``screen``, a planned step whose cut
+loses more than ``screen_drop`` accuracy before any fine-tuning (``Network.screen``) is
+halved without spending an epoch. ``target_macs`` caps every step so the run
 stops on it; the budget (``max_steps``, the epochs left) can end pruning early; the final
 fine-tune follows, and a final network that misses the bound is replaced by the last
 accepted one.
@@ -70,18 +72,21 @@ class StepRecord:
     surgery_s: float | None = None
     epoch: int | None = None
     rechecks: int = 0                  # extra fine-tuning epochs of a marginal rejection
+    screened_out: int = 0              # larger steps the screen halved before this one
 
     def describe(self, monitor: str) -> str:
         """One log line."""
         if self.phase == Phase.BASELINE.value:
             return f"baseline {monitor}={self.metric:.4f}, MACs={self.macs / 1e6:.2f}M"
         where = f" on {self.layer}" if self.layer else ""
-        return (f"{self.phase} step {self.step:.3f}{where}: {monitor}={self.metric:.4f} drop={self.drop:+.4f} "
-                f"MACs={self.macs / 1e6:.2f}M -> {'accepted' if self.accepted else 'rolled back'}")
+        screened = f" ({self.screened_out} larger screened out)" if self.screened_out else ""
+        return (f"{self.phase} step {self.step:.3f}{where}{screened}: {monitor}={self.metric:.4f} "
+                f"drop={self.drop:+.4f} MACs={self.macs / 1e6:.2f}M -> "
+                f"{'accepted' if self.accepted else 'rolled back'}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
-                if (v is not None or k not in ("surgery_s", "epoch")) and (k != "rechecks" or v)}
+                if (v is not None or k not in ("surgery_s", "epoch")) and (k not in ("rechecks", "screened_out") or v)}
 
 
 @dataclass
@@ -115,6 +120,7 @@ class Decision:
     judged: StepRecord | None = None     # the step just judged, accepted or not
     plan: dict[str, list[int]] = field(default_factory=dict)
     planned: tuple[str, str | None, float] | None = None  # phase, layer, step of the plan
+    screened_out: int = 0                # plans the screen halved before this one
     machine: dict[str, Any] = field(default_factory=dict)  # phase, baseline, step, queue
     finish: bool = False
 
@@ -179,6 +185,7 @@ class Network:
     scored: Callable[[], tuple[NetworkGraph, planner.Scored]]  # its graph and group scores, now
     cost: Callable[[], tuple[int, int]]                        # MACs and parameters, now
     restore: Callable[[], None]                                # back to the accepted network
+    screen: Callable[[dict[str, list[int]]], float] | None = None  # accuracy a plan loses, unfine-tuned
 
 
 @dataclass
@@ -203,6 +210,8 @@ class Schedule:
     grow: float = 1.5
     max_step: float = 0.5
     recheck: bool = True
+    screen: bool = False
+    screen_drop: float = 0.1
 
     def __post_init__(self) -> None:
         """Every setting checked, named in the error (:class:`~pl_pruning.errors.PlPruningError`)."""
@@ -210,7 +219,7 @@ class Schedule:
         p = self.phases
         if not p or any(x not in PHASES for x in p) or len(set(p)) != len(p):
             raise PlPruningError(f"phases must be a non-empty list of distinct names from {list(PHASES)}, got {p!r}")
-        for name in ("global_step", "layer_step", "min_step", "max_drop", "max_step"):
+        for name in ("global_step", "layer_step", "min_step", "max_drop", "max_step", "screen_drop"):
             setattr(self, name, check_fraction(name, getattr(self, name)))
         for name, low, optional in (("finetune_epochs", 1, False), ("final_epochs", 0, False),
                                     ("max_steps", 1, True), ("min_channels", 1, False), ("round_to", 1, True)):
@@ -221,6 +230,7 @@ class Schedule:
         self.target_macs = check_number("target_macs", self.target_macs, 0, low_open=True, optional=True)
         self.grow = check_number("grow", self.grow, 1.0)
         self.recheck = check_bool("recheck", self.recheck)
+        self.screen = check_bool("screen", self.screen)
 
     def drop(self, run: RunState, metric: float) -> float:
         """How much worse ``metric`` is than the baseline (positive = worse; ``inf`` for a
@@ -324,14 +334,29 @@ class Schedule:
                 d.plan = planner.rounded(plan, scored, self.round_to)
             else:
                 d.plan = self._layer_plan(run, d, scored, graph, room)
-            if d.plan:
+            if d.plan and not self._screened_out(run, d, net):
                 return
+            if d.plan:
+                continue  # the step was halved: plan again
             d.planned = None
             idx = self.phases.index(run.phase.value)
             run.phase = Phase(self.phases[idx + 1]) if idx + 1 < len(self.phases) else Phase.FINAL
             if run.phase is Phase.LAYERWISE:
                 self._enter_layerwise(run, net)
         d.finish = run.phase is Phase.FINAL and self.final_epochs == 0
+
+    def _screened_out(self, run: RunState, d: Decision, net: Network) -> bool:
+        """The cheap screen (``screen``): a plan whose cut loses more than ``screen_drop`` of
+        accuracy before any fine-tuning is not worth an epoch; its step is halved."""
+        if not self.screen or net.screen is None or net.screen(d.plan) <= self.screen_drop:
+            return False
+        _, layer, step = d.planned
+        if layer is None:
+            run.step = step / 2
+        else:
+            run.layer_steps[layer] = step / 2
+        d.screened_out += 1
+        return True
 
     def _layer_plan(self, run: RunState, d: Decision, scored: planner.Scored, graph: NetworkGraph,
                     room: float) -> dict[str, list[int]]:

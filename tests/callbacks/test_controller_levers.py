@@ -135,3 +135,29 @@ def test_a_validation_set_too_small_for_max_drop_is_named(digits_model, max_drop
     assert bool(messages) == warns
     at_bound = controller.history[0]["metric"] - max_drop  # the accuracy where decisions are taken
     assert controller.run.noise == pytest.approx((at_bound * (1 - at_bound) / len(dm.val_set)) ** 0.5)
+
+
+def test_the_screen_halves_a_step_that_breaks_the_network_before_its_epoch(digits_model):
+    """screen=True: the controller cuts a copy, re-estimates its BatchNorm on training
+    batches and measures it on validation batches; a 50% cut that loses more than
+    screen_drop unfine-tuned is halved before any epoch is spent on it."""
+    results = {}
+    for screen in (False, True):
+        model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
+        before = copy.deepcopy(model.state_dict())
+        controller = PhaseController(phases=["global"], global_step=0.5, max_step=0.5, max_drop=0.5,
+                                     screen=screen, screen_drop=0.02, final_epochs=0, max_steps=1)
+        seen = []
+
+        def spy(module, plan, scores, cut=controller.pruner.cut, seen=seen):  # the real surgery only
+            seen.append({k: v.clone() for k, v in module.state_dict().items()})
+            return cut(module, plan, scores)
+
+        controller.pruner.cut = spy
+        trainer([EntropyStatistics(), controller], max_epochs=3).fit(model, datamodule=dm)
+        results[screen] = [e for e in controller.history if e["phase"] == "global"][0]
+        # the real surgery happened on the trained network: the screen's copies did not touch it
+        assert all(torch.equal(v, seen[0][k]) for k, v in before.items())
+    assert "screened_out" not in results[False] and results[False]["step"] == 0.5
+    assert results[True]["screened_out"] >= 1 and results[True]["step"] <= 0.25
+    assert results[True]["macs"] > results[False]["macs"]  # a smaller cut

@@ -175,3 +175,31 @@ def test_the_fine_tuning_learning_rate_follows_a_cosine_over_the_window():
     assert cosine_factor(1, 0, 10, 2) == pytest.approx(0.5)    # halfway through a 2-epoch window
     assert cosine_factor(3, 0, 10, 2) == 0.0                   # past the window
     assert cosine_factor(1, 0, float("inf"), 2) == pytest.approx(0.5)  # batches per epoch unknown
+
+
+def test_the_screen_halves_a_step_that_loses_too_much_before_any_epoch(graph):
+    """A plan whose cut loses more than screen_drop (unfine-tuned) is halved and planned
+    again in the same decision; no epoch is spent on it, and the step taken says so."""
+    screened = []
+
+    def screen(plan):  # a loss equal to the share of MACs cut
+        screened.append(plan_macs(plan, graph) / graph.macs)
+        return screened[-1]
+
+    fake = Fake(graph)
+    network = fake.network
+    fake.network = lambda: Network(*list(vars(network()).values())[:3], screen=screen)
+    rule = schedule(global_step=0.4, screen=True, screen_drop=0.11)
+    run, d = start(rule, fake)
+    assert len(screened) == 3 and screened[0] >= 0.4 and screened[-1] <= 0.11  # 0.4, 0.2, then 0.1
+    assert d.planned == ("global", None, pytest.approx(0.1)) and d.screened_out == 2
+    assert run.step == pytest.approx(0.1)
+    # off (the default), the same network takes the planned step as it is
+    run, d = start(schedule(global_step=0.4), fake)
+    assert d.planned == ("global", None, 0.4) and d.screened_out == 0 and len(screened) == 3
+    # in Phase II it is the group's own step that halves, until the group leaves the queue
+    screened.clear()
+    rule = schedule(phases=["layerwise"], screen=True, screen_drop=1e-9)
+    run, d = start(rule, fake)
+    assert not d.plan and run.phase is Phase.FINAL and screened  # every group screened out
+    assert all(step < rule.min_step for step in run.layer_steps.values())
