@@ -3,7 +3,7 @@ CNN, the default two-phase preset) over several seeds, from a given source tree.
 
     python benchmarks/controller/run.py --label after --seeds 0 1 2
     python benchmarks/controller/run.py --label before --tree ../before --seeds 0 1 2
-    python benchmarks/controller/run.py --label distill --seeds 0 1 2 pruning.distill=true
+    python benchmarks/controller/run.py --label distill --seeds 0 1 2 -- pruning.distill=true
     python benchmarks/controller/run.py --compare before after
 
 ``--tree`` runs another checkout of the project (for example the commit before the
