@@ -26,7 +26,6 @@ PRESETS = sorted(p.stem for p in (CONF / "pruning").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 CALLBACK_YAML = {"phase_controller": PhaseController, "entropy_statistics": EntropyStatistics,
                  "max_entropy_freeze": MaxEntropyFreeze, "distillation": Distillation}
-OFF_BY_DEFAULT = {"distillation": {"enabled": False}}  # a YAML that differs from its constructor
 
 
 def _options(group: str) -> list[str]:
@@ -86,7 +85,7 @@ def test_each_callback_yaml_holds_its_constructors_real_defaults(name):
     assert node.pop("_target_") == f"pl_pruning.{CALLBACK_YAML[name].__name__}"
     defaults = _defaults(CALLBACK_YAML[name])
     assert list(node) == list(defaults)  # every argument, one line each, in signature order
-    for arg, default in {**defaults, **OFF_BY_DEFAULT.get(name, {})}.items():
+    for arg, default in defaults.items():
         expected = list(default) if isinstance(default, tuple) else default
         assert node[arg] == expected, arg
 
@@ -122,9 +121,9 @@ def test_every_pruning_preset_builds_the_three_callbacks(preset, tmp_path):
     stats, controller, freeze, distill = callbacks  # the order the hooks run in
     assert (type(stats), type(controller), type(freeze), type(distill)) == (
         EntropyStatistics, PhaseController, MaxEntropyFreeze, Distillation)
-    assert distill.enabled is False  # off unless asked for
-    cfg = _compose(f"pruning={preset}", "pruning.distill=true", run_dir=tmp_path)
-    assert pruning_callbacks(cfg.pruning)[3].enabled is True
+    assert distill.enabled is True
+    cfg = _compose(f"pruning={preset}", "pruning.distill=false", run_dir=tmp_path)
+    assert [type(c) for c in pruning_callbacks(cfg.pruning)][-1] is MaxEntropyFreeze  # off: left out
     assert controller.phases == {"two_phase": ["global", "layerwise"], "global": ["global"],
                                  "layerwise": ["layerwise"]}[preset]
     assert controller.criterion_name == "conditional_entropy" and controller.final_epochs == 3
@@ -138,13 +137,13 @@ def test_every_setting_has_one_short_name(tmp_path):
                    "pruning.ignored_layers=[net.features.0]", "pruning.layer_order=by_macs",
                    "pruning.statistics.num_bins=16", "pruning.statistics.calibration_batches=2",
                    "pruning.freeze.fraction=0.2", "pruning.freeze.enabled=false",
-                   "pruning.distill.enabled=true", "pruning.distill.temperature=2", run_dir=tmp_path)
+                   "pruning.distill.enabled=false", "pruning.distill.temperature=2", run_dir=tmp_path)
     stats, controller, freeze, distill = pruning_callbacks(cfg.pruning)
     assert (controller.monitor, controller.mode, controller.min_channels) == ("val_loss", "min", 2)
     assert controller.layer_order == "by_macs"
     assert stats.num_bins == 16
     assert (freeze.fraction, freeze.enabled) == (0.2, False)
-    assert (distill.enabled, distill.temperature, distill.weight) == (True, 2.0, 1.0)
+    assert (distill.enabled, distill.temperature, distill.weight) == (False, 2.0, 1.0)
     # a callback node set to null (or distill=false) is left out
     cfg = _compose("pruning.freeze=null", "pruning.distill=false", run_dir=tmp_path)
     assert [type(c) for c in pruning_callbacks(cfg.pruning)] == [EntropyStatistics, PhaseController]
