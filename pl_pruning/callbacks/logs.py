@@ -16,7 +16,7 @@ LOG_PREFIX = "entropy_stats"  # EntropyStatistics' keys: entropy_stats/<layer>/<
 
 
 def log_record(trainer: L.Trainer, record: Any, monitor: str) -> None:
-    """A judged step (:class:`~pl_pruning.pruning.schedule.StepRecord`) to every logger as
+    """A judged step (:class:`~pl_pruning.pruning.run_state.StepRecord`) to every logger as
     ``pruning/<field>`` and, except the final record, as one log line."""
     metrics = {f"pruning/{k}": float(v) for k, v in record.to_dict().items()
                if isinstance(v, (int, float, bool)) and k != "epoch"}

@@ -18,12 +18,12 @@ from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
-from pl_pruning.pruning import optimizer_state
-from pl_pruning.pruning import schedule as run_state
+from pl_pruning.pruning import optimizer_state, run_state
 from pl_pruning.pruning.graph import resolve_ignored
 from pl_pruning.pruning.planner import MEAN_KEY
 from pl_pruning.pruning.pruner import Pruner
-from pl_pruning.pruning.schedule import Decision, Network, Phase, RunState, Schedule, StepRecord
+from pl_pruning.pruning.run_state import Phase, RunState, StepRecord
+from pl_pruning.pruning.schedule import Decision, Network, Schedule, cosine_factor
 from pl_pruning.scoring import DEFAULT_CRITERION, get_criterion
 from pl_pruning.statistics.batches import example_input
 from pl_pruning.validate import check_bool, check_choice, check_int, check_names
@@ -201,7 +201,7 @@ class PhaseController(Callback):
                              batch_idx: int) -> None:
         if self.finetune_schedule != "cosine" or not self.is_finetuning or trainer.lr_scheduler_configs:
             return
-        factor = run_state.cosine_factor(self.run.epochs_since_surgery, batch_idx,
+        factor = cosine_factor(self.run.epochs_since_surgery, batch_idx,
                                          trainer.num_training_batches, self.schedule.window(self.run))
         loops.scale_learning_rates(trainer, self.run.base_lrs, factor)
 

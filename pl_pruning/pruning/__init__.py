@@ -9,7 +9,8 @@
   :mod:`~pl_pruning.pruning.compensation`: the bias update.
 * :mod:`~pl_pruning.pruning.optimizer_state`: momentum / Adam state and scheduler
   progress carried across surgery and rollback.
-* :mod:`~pl_pruning.pruning.schedule`: the two-phase decision rule and its run state;
+* :mod:`~pl_pruning.pruning.schedule`: the two-phase decision rule;
+  :mod:`~pl_pruning.pruning.run_state`: the run's data (phases, steps, checkpoints);
   :mod:`~pl_pruning.pruning.pruner`: :class:`Pruner`, what a run does to its network
   (trace, price, score, cut, snapshot, restore).
 """

@@ -26,90 +26,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
-from enum import Enum
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pl_pruning.errors import PlPruningError
 from pl_pruning.pruning import planner
 from pl_pruning.pruning.graph import NetworkGraph
-from pl_pruning.pruning.planner import FilterScores
+from pl_pruning.pruning.run_state import PHASES, PRUNING, Phase, RunState, StepRecord
 from pl_pruning.scoring import NORMALIZATIONS
 from pl_pruning.validate import check_bool, check_choice, check_fraction, check_int, check_number
 
-__all__ = ["Decision", "Network", "Phase", "RunState", "Schedule", "StepRecord", "cosine_factor",
-           "load_run_state", "run_state_dict", "summarize"]
+__all__ = ["Decision", "Network", "Schedule", "cosine_factor"]
 
 
-class Phase(str, Enum):
-    """Where the controller is; the values are what history and reports say."""
-
-    BASELINE = "baseline"
-    GLOBAL = "global"
-    LAYERWISE = "layerwise"
-    FINAL = "final"
-    DONE = "done"
-
-
-PHASES = (Phase.GLOBAL.value, Phase.LAYERWISE.value)
-PRUNING = (Phase.GLOBAL, Phase.LAYERWISE)
 _MACHINE = ("phase", "baseline", "step", "layer_queue", "layer_steps", "pending")  # what a decision sets
-
-
-@dataclass
-class StepRecord:
-    """One line of ``history``: a step (or the baseline, or the final network)."""
-
-    phase: str
-    layer: str | None
-    step: float
-    macs: int
-    params: int
-    removed: int = 0
-    metric: float | None = None
-    drop: float | None = None
-    accepted: bool | None = None
-    surgery_s: float | None = None
-    epoch: int | None = None
-    rechecks: int = 0                  # extra fine-tuning epochs of a marginal rejection
-    screened_out: int = 0              # larger steps the screen halved before this one
-
-    def describe(self, monitor: str) -> str:
-        """One log line."""
-        if self.phase == Phase.BASELINE.value:
-            return f"baseline {monitor}={self.metric:.4f}, MACs={self.macs / 1e6:.2f}M"
-        where = f" on {self.layer}" if self.layer else ""
-        screened = f" ({self.screened_out} larger screened out)" if self.screened_out else ""
-        return (f"{self.phase} step {self.step:.3f}{where}{screened}: {monitor}={self.metric:.4f} "
-                f"drop={self.drop:+.4f} MACs={self.macs / 1e6:.2f}M -> "
-                f"{'accepted' if self.accepted else 'rolled back'}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items()
-                if (v is not None or k not in ("surgery_s", "epoch")) and (k not in ("rechecks", "screened_out") or v)}
-
-
-@dataclass
-class RunState:
-    """Everything a run has decided so far: reset, saved and loaded as one."""
-
-    phase: Phase = Phase.BASELINE
-    baseline: float | None = None
-    step: float = 0.0                                          # Phase I step size
-    layer_queue: list[str] = field(default_factory=list)       # Phase II: group roots still to prune
-    layer_steps: dict[str, float] = field(default_factory=dict)
-    epochs_since_surgery: int = 0
-    pending: StepRecord | None = None                          # the step being fine-tuned
-    surgeries: int = 0
-    history: list[StepRecord] = field(default_factory=list)
-    final_metric: float | None = None
-    baseline_cost: dict[str, int] | None = None
-    baseline_channels: dict[str, int] = field(default_factory=dict)
-    scores: FilterScores = field(default_factory=FilterScores)
-    accepted: dict[str, Any] | None = None                     # model, optimizers, scores, record
-    noise: float = 0.0                 # standard error of the baseline metric (0: unknown)
-    base_lrs: list[list[float]] = field(default_factory=list)  # per optimizer, per param group
-    final_check: dict[str, Any] | None = None                  # the final network against max_drop
 
 
 @dataclass
@@ -123,46 +53,6 @@ class Decision:
     screened_out: int = 0                # plans the screen halved before this one
     machine: dict[str, Any] = field(default_factory=dict)  # phase, baseline, step, queue
     finish: bool = False
-
-
-def run_state_dict(run: RunState) -> dict[str, Any]:
-    """``run`` as plain data (records as dicts, the phase as its string), for checkpoints."""
-    return {**asdict(run), "phase": run.phase.value}
-
-
-def load_run_state(state: dict[str, Any], defaults: RunState) -> RunState:
-    """The :class:`RunState` saved by :func:`run_state_dict` (missing fields from ``defaults``)."""
-    known = {f.name for f in fields(RunState)}
-    values = {k: v for k, v in state.items() if k in known}
-    values["phase"] = Phase(values.get("phase", defaults.phase))
-    if values.get("pending") is not None:
-        values["pending"] = StepRecord(**values["pending"])
-    values["history"] = [StepRecord(**r) for r in values.get("history", [])]
-    if isinstance(values.get("scores"), dict):
-        values["scores"] = FilterScores(**values["scores"])
-    accepted = values.get("accepted")
-    if accepted is not None and not isinstance(accepted.get("scores"), FilterScores):
-        kept = accepted.get("scores") or {"ids": accepted.get("ids", {}), "cache": {}}
-        values["accepted"] = {**accepted, "scores": FilterScores(**kept)}
-    return replace(defaults, **values)
-
-
-def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
-    """A run's report: ``meta`` (monitor, mode, criterion ...), the baseline, the final (or
-    last accepted) network, the reductions, and every step as a dict."""
-    history = [r.to_dict() for r in run.history]
-    last = next((e for e in reversed(history) if e["phase"] == Phase.FINAL.value), None)
-    if (last is None or last["accepted"] is False) and run.accepted:
-        last = run.accepted["record"]  # the final fine-tune missed the bound: the network returned
-    base = run.baseline_cost or {}
-    out: dict[str, Any] = {**meta, "baseline": {"metric": run.baseline, **base}, "history": history}
-    if run.final_check is not None:
-        out["final_check"] = run.final_check
-    if last is not None and base:
-        out["final"] = {"metric": last["metric"], "macs": last["macs"], "params": last["params"]}
-        out["macs_reduction"] = base["macs"] / max(1, last["macs"])
-        out["params_reduction"] = base["params"] / max(1, last["params"])
-    return out
 
 
 def cosine_factor(epoch: int, batch: int, batches: float, window: int) -> float:

@@ -16,11 +16,10 @@ every rank, and more until every class has at least half its balanced share of t
 (``calibration_batches x batch / classes / 2`` samples), so that a loader sorted by class
 still calibrates on every class; at most :data:`CALIBRATION_CAP` times
 ``calibration_batches`` batches (then a warning names the classes missing). The range is
-reduced across ranks with min/max (under DDP, the union of the ranks' first batches; the
-class counts are summed across ranks, so every rank stops at the same batch). Those
-batches are held back, then counted with the fixed edges like all later batches; a value
-outside the range falls into the first or last bin. The histogram is a sum over samples,
-so given the calibration set the result does not depend on the order of the batches.
+reduced across ranks with min/max; the class counts are summed, so every rank stops at the
+same batch. Those batches are then counted with the fixed edges like all later ones (a
+value outside the range falls into the first or last bin), so given the calibration set
+the result does not depend on the order of the batches.
 
 **DDP.** Every state is a torchmetrics state (:mod:`pl_pruning.statistics.states`), reduced
 with ``sum``, ``min`` or ``max`` when the epoch finishes (and the range when calibration
@@ -56,13 +55,8 @@ CALIBRATION_CAP = 16  # calibration holds back at most this many times calibrati
 
 def check_options(num_bins: Any, condition_on: Any, calibration_batches: Any, num_classes: Any,
                   output_module: Any, cpu_threads: Any) -> None:
-    """Validate the collector's settings (shared with the callback that wraps it).
-
-    Raises:
-        PlPruningError: ``num_bins < 2``, an unknown ``condition_on``,
-            ``calibration_batches < 1``, ``num_classes < 1``, ``cpu_threads < 1``, an
-            ``output_module`` that is not a string.
-    """
+    """Validate the collector's settings (shared with the callback that wraps it); a bad
+    one raises :class:`~pl_pruning.errors.PlPruningError` naming it."""
     check_int("num_bins", num_bins, 2)
     check_choice("condition_on", condition_on, CONDITIONS)
     check_int("calibration_batches", calibration_batches, 1)
@@ -135,15 +129,10 @@ class StatisticsCollector:
             for name in check_names("layers", layers, allow_empty=False):
                 if name not in convs:
                     raise choice_error("layer (an nn.Conv2d of the model)", name, convs)
-        self.model = model
-        self.layer_names = list(layers) if layers is not None else list(convs)
-        self.num_bins = int(num_bins)
-        self.num_classes = num_classes
-        self.calibration_batches = int(calibration_batches)
-        self.condition_on = condition_on
-        self.output_module = output_module
-        self.example_inputs = example_inputs
-        self.cpu_threads = cpu_threads
+        self.model, self.layer_names = model, list(layers) if layers is not None else list(convs)
+        self.num_bins, self.num_classes = int(num_bins), num_classes
+        self.calibration_batches, self.condition_on = int(calibration_batches), condition_on
+        self.output_module, self.example_inputs, self.cpu_threads = output_module, example_inputs, cpu_threads
         self.taps: dict[str, TapPoint] | None = None
         self._epoch: Epoch | None = None
 

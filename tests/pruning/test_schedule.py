@@ -12,7 +12,8 @@ import torch
 from pl_pruning.models import build_model
 from pl_pruning.pruning import planner
 from pl_pruning.pruning.graph import NetworkGraph
-from pl_pruning.pruning.schedule import Network, Phase, RunState, Schedule, cosine_factor
+from pl_pruning.pruning.run_state import Phase, RunState
+from pl_pruning.pruning.schedule import Network, Schedule, cosine_factor
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def start(rule, fake, metric=0.9):
 
 def judge(rule, run, fake, metric, d, epochs_done=1):
     """Apply a decision's plan as the controller does (a pending step), then judge it."""
-    from pl_pruning.pruning.schedule import StepRecord
+    from pl_pruning.pruning.run_state import StepRecord
 
     phase, layer, step = d.planned
     run.pending = StepRecord(phase, layer, step, fake.graph.macs, 1000)
