@@ -74,8 +74,13 @@ class Distillation(Callback):
             self._hook = None
 
     def _keep_logits(self, module: nn.Module, args: Any, output: Any) -> None:
+        # Under DDP, Lightning reaches training_step through the module's own __call__ too
+        # (the forward redirection): that call returns the loss, not logits, and is skipped.
         if module.training and torch.is_grad_enabled():
-            self._logits = logits_of(output, type(module).__name__)
+            try:
+                self._logits = logits_of(output, type(module).__name__)
+            except PlPruningError:
+                pass
 
     def _active(self) -> bool:
         return self.enabled and self.teacher is not None and (
