@@ -32,7 +32,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,22 +64,26 @@ def _machine() -> str:
 
 def run_pl_pruning(args: argparse.Namespace) -> dict:
     """``pl-prune`` from the converged checkpoint with the two_phase preset (+ overrides)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        overrides = [f"experiment={args.experiment}", f"model.checkpoint={args.checkpoint}",
-                     "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
-                     f"hydra.run.dir={tmp}", "callbacks.rich_progress_bar=null", *args.overrides]
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=args.tree or ROOT)
-        seconds = time.perf_counter() - start
-        results = json.loads((Path(tmp) / "results.json").read_text())
-        report = json.loads((Path(tmp) / "pruning_report.json").read_text())
+    # A run folder of its own (ignored by git): a run killed part-way (a session's end) resumes from its
+    # last checkpoint when the same command is given again, as any pl-prune run does.
+    folder = HERE / "outputs" / f"{args.name}_seed{args.seed}"
+    resumed = (folder / "checkpoints").is_dir()
+    overrides = [f"experiment={args.experiment}", f"model.checkpoint={Path(args.checkpoint).resolve()}",
+                 "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
+                 f"hydra.run.dir={folder}", "callbacks.rich_progress_bar=null", *args.overrides]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=args.tree or ROOT)
+    seconds = time.perf_counter() - start
+    results = json.loads((folder / "results.json").read_text())
+    report = json.loads((folder / "pruning_report.json").read_text())
     steps = [e for e in report["history"] if e["phase"] in ("global", "layerwise")]
     return {
         "method": "pl_pruning", "overrides": list(args.overrides),
         "baseline": results["baseline"], "pruned": results["pruned"],
         "macs_reduction": results["macs_reduction"], "acc_drop": results["acc_drop"],
         "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
-        "epochs": args.budget, "wall_s": round(seconds, 1), "history": report["history"],
+        "epochs": args.budget, "wall_s": round(seconds, 1),
+        "resumed": resumed, "history": report["history"],
     }
 
 
@@ -169,6 +172,7 @@ def l1_uniform(net, example, target: float):
 def run_external(args: argparse.Namespace) -> dict:
     import lightning as L
     import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from pl_pruning.measure import measure_cost
@@ -185,19 +189,25 @@ def run_external(args: argparse.Namespace) -> dict:
     else:
         pruned, ratio = l1_uniform(net, example, target)
     prune_s = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as tmp:
-        def trainer(epochs):
-            return L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(tmp),
-                             enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, num_sanity_val_steps=0)
-        base_model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape)
-        base_acc = float(trainer(1).test(base_model, datamodule=dm, verbose=False)[0]["test_acc"])
-        model = ImageClassifier(pruned, num_classes=dm.num_classes, input_shape=dm.input_shape,
-                                optimizer="sgd", lr=FINETUNE_LR, momentum=0.9, weight_decay=cfg.optim.weight_decay,
-                                nesterov=True, scheduler="cosine")
-        fit = trainer(args.budget)
-        fit.fit(model, datamodule=dm)
-        acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
+    # The pruning above is deterministic, so a fine-tune killed part-way (a session's end) resumes from
+    # its last checkpoint in this folder when the same command is given again.
+    folder = HERE / "outputs" / f"{args.name}_seed{args.seed}"
+    last = folder / "checkpoints" / "last.ckpt"
+    resumed = last.is_file()
+
+    def trainer(epochs, checkpoints=False):
+        keep = [ModelCheckpoint(dirpath=last.parent, filename="last", enable_version_counter=False)]
+        return L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(folder / "csv"),
+                         callbacks=keep if checkpoints else None, enable_checkpointing=checkpoints,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    base_model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape)
+    base_acc = float(trainer(1).test(base_model, datamodule=dm, verbose=False)[0]["test_acc"])
+    model = ImageClassifier(pruned, num_classes=dm.num_classes, input_shape=dm.input_shape,
+                            optimizer="sgd", lr=FINETUNE_LR, momentum=0.9, weight_decay=cfg.optim.weight_decay,
+                            nesterov=True, scheduler="cosine")
+    fit = trainer(args.budget, checkpoints=True)
+    fit.fit(model, datamodule=dm, ckpt_path=last if resumed else None)
+    acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
     cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
     block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
                           "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
@@ -207,7 +217,7 @@ def run_external(args: argparse.Namespace) -> dict:
         "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
         "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
         "epochs": args.budget, "prune_s": round(prune_s, 1),
-        "wall_s": round(time.perf_counter() - start, 1),
+        "wall_s": round(time.perf_counter() - start, 1), "resumed": resumed,
     }
 
 
@@ -235,9 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.method != "pl_pruning" and not args.match:
         p.error(f"{args.method} needs --match <run>: the pl_pruning run whose MACs it must reach")
+    args.name = args.name or ("two_phase" if args.method == "pl_pruning" else args.method)
     record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)
-    name = args.name or ("two_phase" if args.method == "pl_pruning" else args.method)
-    record.update(name=name, seed=args.seed, budget=args.budget, experiment=args.experiment,
+    record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
                   if Path(args.checkpoint).resolve().is_relative_to(ROOT) else args.checkpoint,
                   machine=_machine(), command="python benchmarks/compare/run.py " + " ".join(
