@@ -14,6 +14,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from pl_pruning.pruning.run_state import per_phase
+
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
 # Which table each setting belongs to (the paper's research questions); anything else
@@ -76,6 +78,22 @@ def table(rows: dict[str, dict], names: list[str]) -> list[str]:
     return lines
 
 
+def efficiency(runs: list[dict]) -> list[str]:
+    """Per pl_pruning run: fine-tuning epochs spent on steps and MACs removed per such epoch,
+    per phase (the final fine-tune is not counted), and wall time."""
+    lines = ["| run | seed | Phase I epochs | Phase I MACs removed / epoch | Phase II epochs | "
+             "Phase II MACs removed / epoch | wall (min) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        if r["method"] != "pl_pruning":
+            continue
+        ph = per_phase(r["history"])
+        g, lw = ph.get("global", {}), ph.get("layerwise", {})
+        lines.append(f"| {r['name']} | {r['seed']} | {g.get('epochs', 0)} | {g.get('macs_removed_per_epoch', 0) / 1e6:.2f} M | "
+                     f"{lw.get('epochs', 0)} | {lw.get('macs_removed_per_epoch', 0) / 1e6:.2f} M | "
+                     f"{r['wall_s'] / 60:.0f}{' (resumed)' if r.get('resumed') else ''} |")
+    return lines
+
+
 def findings(rows: dict[str, dict]) -> list[str]:
     out = []
     ours = rows.get("two_phase")
@@ -84,8 +102,14 @@ def findings(rows: dict[str, dict]) -> list[str]:
     red, drop = ours["macs_reduction"][0], ours["drop"][0]
     met = red >= GOAL["macs_reduction"] and drop <= GOAL["max_drop_points"]
     out.append(f"- **Goal** ({GOAL['macs_reduction']:.0f}x fewer MACs at <= {GOAL['max_drop_points']:.0f} point lost "
-               f"in {GOAL['budget']} epochs): 2PFPCE as shipped reaches {red:.2f}x at {drop:+.2f} points "
+               f"in {GOAL['budget']} epochs): 2PFPCE (`two_phase`, the current default) reaches {red:.2f}x at {drop:+.2f} points "
                f"(mean of {ours['n']} seed(s)): goal {'met' if met else 'NOT met'}.")
+    before = rows.get("shipped")
+    if before is not None:
+        ratio = red / before["macs_reduction"][0]
+        out.append(f"- **Controller before/after** (goal: at least 2x the reduction of the controller before, "
+                   f"within max_drop): {before['macs_reduction'][0]:.2f}x at {before['drop'][0]:+.2f} points before, "
+                   f"{red:.2f}x at {drop:+.2f} points after: {ratio:.2f}x the reduction.")
     for other in ("torch_pruning", "l1_uniform"):
         s = rows.get(other)
         if s is None:
@@ -154,6 +178,7 @@ def render() -> None:
     others = sorted(set(rows) - {n for names in RQ.values() for n in names})
     if others:
         md += ["## Other settings", "", *table(rows, others), ""]
+    md += ["## Epochs and what they bought (pl_pruning runs)", "", *efficiency(runs), ""]
     md += ["## Findings (computed from the table)", "", *findings(rows), ""]
     (HERE / "results.md").write_text("\n".join(md))
     if runs:

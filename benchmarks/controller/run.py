@@ -25,33 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from pl_pruning.pruning.run_state import per_phase
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RUNS = HERE / "runs"
-
-
-def per_phase(history: list[dict]) -> dict[str, dict[str, float]]:
-    """MACs removed by accepted steps and fine-tuning epochs spent on steps (one per step
-    plus rechecks), per phase; the final fine-tune (and, before the controller change, the
-    epoch trained before the baseline validation) are not counted."""
-    out: dict[str, dict[str, float]] = {}
-    current = None
-    for e in history:
-        if e["phase"] == "baseline":
-            current = e["macs"]
-            continue
-        if e["phase"] not in ("global", "layerwise"):
-            continue
-        row = out.setdefault(e["phase"], {"epochs": 0, "macs_removed": 0, "steps": 0, "accepted": 0})
-        row["epochs"] += 1 + int(e.get("rechecks", 0))
-        row["steps"] += 1
-        if e["accepted"]:
-            row["accepted"] += 1
-            row["macs_removed"] += current - e["macs"]
-            current = e["macs"]
-    for row in out.values():
-        row["macs_removed_per_epoch"] = row["macs_removed"] / row["epochs"] if row["epochs"] else 0.0
-    return out
 
 
 def run_one(tree: Path, seed: int, label: str, overrides: list[str]) -> dict:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pl_pruning.pruning.planner import FilterScores
 
-__all__ = ["PHASES", "PRUNING", "Phase", "RunState", "StepRecord", "load_run_state", "run_state_dict",
+__all__ = ["PHASES", "PRUNING", "Phase", "RunState", "StepRecord", "load_run_state", "per_phase", "run_state_dict",
            "summarize"]
 
 
@@ -117,8 +117,33 @@ def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
     out: dict[str, Any] = {**meta, "baseline": {"metric": run.baseline, **base}, "history": history}
     if run.final_check is not None:
         out["final_check"] = run.final_check
+    out["phases"] = per_phase(history)
     if last is not None and base:
         out["final"] = {"metric": last["metric"], "macs": last["macs"], "params": last["params"]}
         out["macs_reduction"] = base["macs"] / max(1, last["macs"])
         out["params_reduction"] = base["params"] / max(1, last["params"])
+    return out
+
+
+def per_phase(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """What each pruning phase spent and bought, from a report's ``history``: fine-tuning
+    epochs on steps (one per step plus rechecks), steps, accepted steps, and MACs removed by
+    accepted steps, in all and per epoch. The final fine-tune is not counted."""
+    out: dict[str, dict[str, float]] = {}
+    current = None
+    for e in history:
+        if e["phase"] == Phase.BASELINE.value:
+            current = e["macs"]
+            continue
+        if e["phase"] not in PHASES:
+            continue
+        row = out.setdefault(e["phase"], {"epochs": 0, "steps": 0, "accepted": 0, "macs_removed": 0})
+        row["epochs"] += 1 + int(e.get("rechecks", 0))
+        row["steps"] += 1
+        if e["accepted"]:
+            row["accepted"] += 1
+            row["macs_removed"] += current - e["macs"]
+            current = e["macs"]
+    for row in out.values():
+        row["macs_removed_per_epoch"] = row["macs_removed"] / row["epochs"] if row["epochs"] else 0.0
     return out

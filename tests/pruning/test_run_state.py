@@ -1,0 +1,35 @@
+"""The run's data: what a report says each phase spent and bought."""
+
+from __future__ import annotations
+
+from pl_pruning.pruning.run_state import RunState, StepRecord, per_phase, summarize
+
+
+def _history() -> list[dict]:
+    return [
+        {"phase": "baseline", "macs": 1000, "metric": 0.9},
+        {"phase": "global", "macs": 800, "accepted": True},                 # 200 removed
+        {"phase": "global", "macs": 500, "accepted": False, "rechecks": 1},  # 2 epochs, nothing kept
+        {"phase": "global", "macs": 700, "accepted": True},                 # 100 removed
+        {"phase": "layerwise", "macs": 650, "accepted": True},              # 50 removed
+        {"phase": "layerwise", "macs": 600, "accepted": False},
+        {"phase": "final", "macs": 650, "accepted": True},                  # not a step
+    ]
+
+
+def test_per_phase_counts_epochs_with_rechecks_and_only_accepted_removals():
+    phases = per_phase(_history())
+    assert phases["global"] == {"epochs": 4, "steps": 3, "accepted": 2, "macs_removed": 300,
+                                "macs_removed_per_epoch": 75.0}
+    assert phases["layerwise"] == {"epochs": 2, "steps": 2, "accepted": 1, "macs_removed": 50,
+                                   "macs_removed_per_epoch": 25.0}
+
+
+def test_the_report_carries_the_per_phase_summary():
+    run = RunState(baseline=0.9, baseline_cost={"macs": 1000, "params": 10})
+    run.history = [StepRecord(phase="baseline", layer=None, step=0.0, macs=1000, params=10, metric=0.9),
+                   StepRecord(phase="global", layer=None, step=0.1, macs=800, params=8, metric=0.9,
+                              drop=0.0, accepted=True)]
+    report = summarize(run, monitor="val_acc")
+    assert report["phases"]["global"]["macs_removed"] == 200
+    assert "layerwise" not in report["phases"]
