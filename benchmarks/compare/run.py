@@ -67,7 +67,7 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
     # A run folder of its own (ignored by git): a run killed part-way (a session's end) resumes from its
     # last checkpoint when the same command is given again, as any pl-prune run does.
     folder = HERE / "outputs" / f"{args.name}_seed{args.seed}"
-    resumed = (folder / "checkpoints").is_dir()
+    resumed = (folder / "pruning_checkpoints" / "last.ckpt").is_file()
     overrides = [f"experiment={args.experiment}", f"model.checkpoint={Path(args.checkpoint).resolve()}",
                  "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
                  f"hydra.run.dir={folder}", "callbacks.rich_progress_bar=null", *args.overrides]
