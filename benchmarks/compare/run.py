@@ -45,6 +45,12 @@ CHECKPOINT = ROOT / "benchmarks" / "converged" / "vgg16_w025_e60_seed0.pt"
 FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr: every method fine-tunes at it
 
 
+def _run_folder(args: argparse.Namespace) -> Path:
+    """A run's working folder (ignored by git), where its checkpoints let a run killed
+    part-way (a session's end) resume when the same command is given again."""
+    return HERE / "outputs" / f"{args.name}_seed{args.seed}"
+
+
 def _save(record: dict) -> Path:
     RUNS.mkdir(exist_ok=True)
     path = RUNS / f"{record['name']}_seed{record['seed']}.json"
@@ -64,9 +70,7 @@ def _machine() -> str:
 
 def run_pl_pruning(args: argparse.Namespace) -> dict:
     """``pl-prune`` from the converged checkpoint with the two_phase preset (+ overrides)."""
-    # A run folder of its own (ignored by git): a run killed part-way (a session's end) resumes from its
-    # last checkpoint when the same command is given again, as any pl-prune run does.
-    folder = HERE / "outputs" / f"{args.name}_seed{args.seed}"
+    folder = _run_folder(args)  # the app resumes from it, as any pl-prune run does
     resumed = (folder / "pruning_checkpoints" / "last.ckpt").is_file()
     overrides = [f"experiment={args.experiment}", f"model.checkpoint={Path(args.checkpoint).resolve()}",
                  "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
@@ -189,16 +193,15 @@ def run_external(args: argparse.Namespace) -> dict:
     else:
         pruned, ratio = l1_uniform(net, example, target)
     prune_s = time.perf_counter() - start
-    # The pruning above is deterministic, so a fine-tune killed part-way (a session's end) resumes from
-    # its last checkpoint in this folder when the same command is given again.
-    folder = HERE / "outputs" / f"{args.name}_seed{args.seed}"
+    # The pruning above is deterministic, so the fine-tune resumes from its last checkpoint.
+    folder = _run_folder(args)
     last = folder / "checkpoints" / "last.ckpt"
     resumed = last.is_file()
 
     def trainer(epochs, checkpoints=False):
-        keep = [ModelCheckpoint(dirpath=last.parent, filename="last", enable_version_counter=False)]
+        keep = [ModelCheckpoint(dirpath=last.parent, filename="last", enable_version_counter=False)] if checkpoints else None
         return L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(folder / "csv"),
-                         callbacks=keep if checkpoints else None, enable_checkpointing=checkpoints,
+                         callbacks=keep, enable_checkpointing=checkpoints,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     base_model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape)
     base_acc = float(trainer(1).test(base_model, datamodule=dm, verbose=False)[0]["test_acc"])
