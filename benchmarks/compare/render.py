@@ -27,6 +27,7 @@ RQ = {
     "RQ2 phases": ["two_phase", "global_only", "layerwise_only"],
     "RQ3 freeze, compensation": ["two_phase", "freeze_off", "compensation_off"],
     "External baselines at matched MACs": ["two_phase", "torch_pruning", "l1_uniform"],
+    "External baselines at the goal's 3x": ["torch_pruning_3x", "l1_uniform_3x"],
     "The controller before (commit 5c8aca5) and after the efficiency work": ["shipped", "two_phase"],
 }
 GOAL = {"macs_reduction": 3.0, "max_drop_points": 1.0, "budget": 15}

@@ -15,6 +15,8 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
     # matching pl_pruning run reached, then fine-tuned for the whole budget (cosine)
     python benchmarks/compare/run.py torch_pruning --seed 0 --match two_phase_seed0
     python benchmarks/compare/run.py l1_uniform --seed 0 --match two_phase_seed0
+    # or at a given reduction (the goal's 3x), named torch_pruning_3x / l1_uniform_3x
+    python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5
     # table, plot and findings from every committed runs/*.json
     python benchmarks/compare/run.py render
 
@@ -111,7 +113,11 @@ def _setup(args: argparse.Namespace):
     return cfg, dm, net
 
 
-def _target(args: argparse.Namespace) -> tuple[float, int]:
+def _target(args: argparse.Namespace, base_macs: int) -> tuple[float, int]:
+    """The MACs to reach and Torch-Pruning's number of iterative steps: those of the matched
+    pl_pruning run, or ``--reduction`` and ``--steps``."""
+    if args.reduction:
+        return base_macs / args.reduction, args.steps
     matched = json.loads((RUNS / f"{args.match}.json").read_text())
     return float(matched["pruned"]["macs"]), int(matched.get("surgeries") or 1)
 
@@ -185,8 +191,8 @@ def run_external(args: argparse.Namespace) -> dict:
     L.seed_everything(args.seed, workers=True)
     cfg, dm, net = _setup(args)
     example = torch.zeros(1, *dm.input_shape)
-    target, steps = _target(args)
     base_cost = measure_cost(net, torch.zeros(64, *dm.input_shape), latency=True)
+    target, steps = _target(args, base_cost.macs)
     start = time.perf_counter()
     if args.method == "torch_pruning":
         pruned, ratio = torch_pruning_pipeline(net, example, target, steps)
@@ -215,7 +221,8 @@ def run_external(args: argparse.Namespace) -> dict:
     block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
                           "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
     return {
-        "method": args.method, "matched": args.match, "target_macs": target, "ratio": ratio,
+        "method": args.method, "matched": args.match, "reduction_asked": args.reduction,
+        "target_macs": target, "ratio": ratio,
         "iterative_steps": steps if args.method == "torch_pruning" else 1,
         "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
         "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
@@ -237,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
                                   "before a change: git worktree add ../shipped <commit>)")
     p.add_argument("--name", help="run name (default: two_phase / torch_pruning / l1_uniform)")
     p.add_argument("--match", help="run (<name>_seed<seed>) whose pruned MACs the baseline must reach")
+    p.add_argument("--reduction", type=float, help="external runs without --match: reach this MACs reduction")
+    p.add_argument("--steps", type=int, default=5, help="with --reduction: Torch-Pruning's iterative steps")
     p.add_argument("--experiment", default=EXPERIMENT)
     p.add_argument("--checkpoint", default=str(CHECKPOINT))
     args = p.parse_args(argv)
@@ -246,9 +255,12 @@ def main(argv: list[str] | None = None) -> None:
 
         render()
         return
-    if args.method != "pl_pruning" and not args.match:
-        p.error(f"{args.method} needs --match <run>: the pl_pruning run whose MACs it must reach")
-    args.name = args.name or ("two_phase" if args.method == "pl_pruning" else args.method)
+    if args.method != "pl_pruning" and not (args.match or args.reduction):
+        p.error(f"{args.method} needs --match <run> (the pl_pruning run whose MACs it must reach) or --reduction")
+    if args.reduction is not None and args.reduction <= 1:
+        p.error(f"--reduction must be more than 1, got {args.reduction}")
+    default = args.method if not args.reduction else f"{args.method}_{args.reduction:g}x"
+    args.name = args.name or ("two_phase" if args.method == "pl_pruning" else default)
     record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)
     record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))

@@ -26,7 +26,7 @@ from pl_pruning.pruning.run_state import Phase, RunState, StepRecord
 from pl_pruning.pruning.schedule import Decision, Network, Schedule, cosine_factor
 from pl_pruning.scoring import DEFAULT_CRITERION, get_criterion
 from pl_pruning.statistics.batches import example_input
-from pl_pruning.validate import check_bool, check_choice, check_int, check_names
+from pl_pruning.validate import check_bool, check_choice, check_int, check_names, check_number
 
 _SETTINGS = frozenset(f.name for f in fields(Schedule))
 
@@ -67,6 +67,10 @@ class PhaseController(Callback):
         final_epochs: fine-tuning epochs of the final network.
         finetune_schedule: ``"cosine"`` (the LR from its value down to zero over every
             fine-tuning window) or ``"constant"``; off when the module has an LR scheduler.
+        step_lr: the learning rate of a step's fine-tuning window as a share of the
+            optimizer's own, in ``(0, 1]`` (the final fine-tune uses it whole). On a
+            converged network one epoch at the full fine-tuning rate costs accuracy even
+            with nothing pruned, which a step's judgment would then count as the cut's.
         monitor, mode: the metric and whether higher (``"max"``) or lower is better.
         normalize: ``"per-layer"``, ``"none"`` or ``"cost-aware"`` (global ranking).
         layer_order: a name in :data:`pl_pruning.pruning.planner.LAYER_ORDERS` (``by_score``,
@@ -97,13 +101,15 @@ class PhaseController(Callback):
                  layer_step: float = 0.25, min_step: float = 0.05, grow: float = 1.5, max_step: float = 0.5,
                  max_drop: float = 0.02, recheck: bool = True, screen: bool = False, screen_drop: float = 0.1,
                  screen_batches: int = 4, finetune_epochs: int = 1, final_epochs: int = 2,
-                 finetune_schedule: str = "cosine", monitor: str = "val_acc", mode: str = "max",
+                 finetune_schedule: str = "cosine", step_lr: float = 1.0, monitor: str = "val_acc",
+                 mode: str = "max",
                  normalize: str = "per-layer", layer_order: str = "by_score", target_macs: float | None = None,
                  max_steps: int | None = None, compensate: bool = True, ignored_layers: Iterable[str] = (),
                  min_channels: int = 1, round_to: int | None = None, report_dir: str | None = None) -> None:
         self.criterion_name = get_criterion(criterion).name  # validates the name
         self.monitor, self.report_dir = monitor, report_dir
         self.finetune_schedule = check_choice("finetune_schedule", finetune_schedule, ("cosine", "constant"))
+        self.step_lr = check_number("step_lr", step_lr, 0, high=1, low_open=True)
         self.schedule = Schedule(  # the decision rule holds (and checks) the other settings
             phases=[phases] if isinstance(phases, str) else list(phases), global_step=global_step,
             layer_step=layer_step, min_step=min_step, max_drop=max_drop, finetune_epochs=finetune_epochs,
@@ -187,9 +193,9 @@ class PhaseController(Callback):
             return
         if not run.base_lrs:
             run.base_lrs = [[g["lr"] for g in o.param_groups] for o in trainer.optimizers]
-        if self.finetune_schedule == "cosine" and trainer.lr_scheduler_configs:
+        if self._sets_lr and trainer.lr_scheduler_configs:
             rank_zero_warn("[PhaseController] the module configures an LR scheduler: it sets the fine-tuning "
-                           "learning rate (finetune_schedule='cosine' is left out)")
+                           "learning rate (finetune_schedule='cosine' and step_lr are left out)")
         if run.phase is Phase.BASELINE and trainer.global_step == 0:
             self._before_training = True  # the baseline is the network given, before any epoch
             try:
@@ -199,11 +205,18 @@ class PhaseController(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.finetune_schedule != "cosine" or not self.is_finetuning or trainer.lr_scheduler_configs:
+        if not self._sets_lr or not self.is_finetuning or trainer.lr_scheduler_configs:
             return
-        factor = cosine_factor(self.run.epochs_since_surgery, batch_idx,
-                                         trainer.num_training_batches, self.schedule.window(self.run))
+        factor = self.step_lr if self.run.phase in run_state.PRUNING else 1.0
+        if self.finetune_schedule == "cosine":
+            factor *= cosine_factor(self.run.epochs_since_surgery, batch_idx,
+                                    trainer.num_training_batches, self.schedule.window(self.run))
         loops.scale_learning_rates(trainer, self.run.base_lrs, factor)
+
+    @property
+    def _sets_lr(self) -> bool:
+        """Whether the controller sets the learning rate while fine-tuning."""
+        return self.finetune_schedule == "cosine" or self.step_lr != 1.0
 
     # ------------------------------------------------------------------ the loop
 

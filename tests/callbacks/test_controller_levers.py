@@ -84,6 +84,22 @@ def test_each_fine_tuning_window_anneals_the_learning_rate(digits_model):
                 assert values == sorted(values, reverse=True)
 
 
+def test_step_lr_scales_the_step_windows_and_leaves_the_final_fine_tune_whole(digits_model):
+    seen = []
+
+    class Lrs(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 0:
+                seen.append((controller.state, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
+    controller = PhaseController(criterion="l1", max_steps=2, final_epochs=1, max_drop=0.5,
+                                 finetune_schedule="constant", step_lr=0.2)
+    trainer([controller, Lrs()], max_epochs=6).fit(model, datamodule=dm)
+    assert [s for s, _ in seen] == ["global", "global", "final"]
+    assert [lr for _, lr in seen] == pytest.approx([0.002, 0.002, 0.01])
+
+
 def test_a_metric_that_is_not_finite_rolls_the_step_back_with_a_warning(digits_model):
     model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
     controller = PhaseController(criterion="l1", max_steps=3, final_epochs=0, max_drop=0.5,

@@ -179,6 +179,8 @@ def test_no_validation_loop_is_refused(digits_model):
     ({"max_step": 1.0}, r"max_step must be in \(0, 1\), got 1.0"),
     ({"recheck": "no"}, r"recheck must be true or false, got 'no'"),
     ({"finetune_schedule": "step"}, r"unknown finetune_schedule 'step'; choose one of: cosine, constant"),
+    ({"step_lr": 0}, r"step_lr must be"),
+    ({"step_lr": 1.5}, r"step_lr must be"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(PlPruningError, match=message):
