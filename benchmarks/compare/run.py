@@ -148,13 +148,16 @@ def torch_pruning_pipeline(net, example, target: float, steps: int):
     import torch_pruning as tp
     from torch import nn
 
+    from pl_pruning.modes import kept_modes
+
     def prune(model, ratio):
         classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-        pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                      global_pruning=True, pruning_ratio=ratio, iterative_steps=steps,
-                                      max_pruning_ratio=0.7, ignored_layers=[classifier])
-        for _ in range(steps):
-            pruner.step()
+        with kept_modes(model):  # its tracing leaves every module in eval mode (BatchNorm frozen in the fine-tune)
+            pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                          global_pruning=True, pruning_ratio=ratio, iterative_steps=steps,
+                                          max_pruning_ratio=0.7, ignored_layers=[classifier])
+            for _ in range(steps):
+                pruner.step()
         return model
     return _bisect(prune, net, example, target, high=0.7)
 

@@ -65,6 +65,9 @@ class PhaseController(Callback):
             validation batches, halve the step (no epoch spent) and screen again.
         finetune_epochs: fine-tuning epochs after each surgery before the decision.
         final_epochs: fine-tuning epochs of the final network.
+        fill_budget: when pruning ends before ``max_epochs`` (a ``target_macs`` reached, no
+            step left), the final fine-tune takes every epoch left (at least ``final_epochs``):
+            a fixed training budget all spent, as pipelines that prune then fine-tune spend it.
         finetune_schedule: ``"cosine"`` (the LR from its value down to zero over every
             fine-tuning window) or ``"constant"``; off when the module has an LR scheduler.
         step_lr: the learning rate of a step's fine-tuning window as a share of the
@@ -100,7 +103,7 @@ class PhaseController(Callback):
                  phases: Sequence[str] = ("global", "layerwise"), global_step: float = 0.2,
                  layer_step: float = 0.25, min_step: float = 0.05, grow: float = 1.5, max_step: float = 0.5,
                  max_drop: float = 0.02, recheck: bool = True, screen: bool = False, screen_drop: float = 0.1,
-                 screen_batches: int = 4, finetune_epochs: int = 1, final_epochs: int = 2,
+                 screen_batches: int = 4, finetune_epochs: int = 1, final_epochs: int = 2, fill_budget: bool = False,
                  finetune_schedule: str = "cosine", step_lr: float = 1.0, monitor: str = "val_acc",
                  mode: str = "max",
                  normalize: str = "per-layer", layer_order: str = "by_score", target_macs: float | None = None,
@@ -115,7 +118,8 @@ class PhaseController(Callback):
             layer_step=layer_step, min_step=min_step, max_drop=max_drop, finetune_epochs=finetune_epochs,
             final_epochs=final_epochs, mode=mode, normalize=normalize, layer_order=layer_order,
             target_macs=target_macs, max_steps=max_steps, min_channels=min_channels, round_to=round_to,
-            grow=grow, max_step=max_step, recheck=recheck, screen=screen, screen_drop=screen_drop)
+            grow=grow, max_step=max_step, recheck=recheck, screen=screen, screen_drop=screen_drop,
+            fill_budget=fill_budget)
         self.screen_batches = check_int("screen_batches", screen_batches, 1)
         self.pruner = Pruner(check_names("ignored_layers", ignored_layers), self.schedule.min_channels,
                              self.schedule.round_to, check_bool("compensate", compensate))
@@ -275,7 +279,7 @@ class PhaseController(Callback):
             self._prune(trainer, pl_module, d)
         elif d.judged is not None and run.phase is Phase.FINAL:
             run.epochs_since_surgery = 0
-            rank_zero_info(f"[PhaseController] final fine-tune of the accepted network ({self.schedule.final_epochs} epochs)")
+            rank_zero_info(f"[PhaseController] final fine-tune of the accepted network ({self.schedule.window(run)} epochs)")
         if d.finish:
             self._finish(trainer, pl_module, d.metric if d.judged is None else run.accepted["record"]["metric"])
 

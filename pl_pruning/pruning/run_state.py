@@ -82,6 +82,7 @@ class RunState:
     noise: float = 0.0                 # standard error of the baseline metric (0: unknown)
     base_lrs: list[list[float]] = field(default_factory=list)  # per optimizer, per param group
     final_check: dict[str, Any] | None = None                  # the final network against max_drop
+    final_window: int | None = None    # the final fine-tune's epochs, set when pruning ends
 
 
 def run_state_dict(run: RunState) -> dict[str, Any]:

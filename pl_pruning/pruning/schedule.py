@@ -18,8 +18,8 @@ one more epoch and judged again (``recheck``). With ``screen``, a planned step w
 loses more than ``screen_drop`` accuracy before any fine-tuning (``Network.screen``) is
 halved without spending an epoch. ``target_macs`` caps every step so the run
 stops on it; the budget (``max_steps``, the epochs left) can end pruning early; the final
-fine-tune follows, and a final network that misses the bound is replaced by the last
-accepted one.
+fine-tune follows (``final_epochs``, or with ``fill_budget`` every epoch ``max_epochs``
+leaves), and a final network that misses the bound is replaced by the last accepted one.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pl_pruning.validate import check_bool, check_choice, check_fraction, check_
 __all__ = ["Decision", "Network", "Schedule", "cosine_factor"]
 
 
-_MACHINE = ("phase", "baseline", "step", "layer_queue", "layer_steps", "pending")  # what a decision sets
+_MACHINE = ("phase", "baseline", "step", "layer_queue", "layer_steps", "pending", "final_window")  # what a decision sets
 
 
 @dataclass
@@ -102,6 +102,7 @@ class Schedule:
     recheck: bool = True
     screen: bool = False
     screen_drop: float = 0.1
+    fill_budget: bool = False
 
     def __post_init__(self) -> None:
         """Every setting checked, named in the error (:class:`~pl_pruning.errors.PlPruningError`)."""
@@ -121,6 +122,7 @@ class Schedule:
         self.grow = check_number("grow", self.grow, 1.0)
         self.recheck = check_bool("recheck", self.recheck)
         self.screen = check_bool("screen", self.screen)
+        self.fill_budget = check_bool("fill_budget", self.fill_budget)
 
     def drop(self, run: RunState, metric: float) -> float:
         """How much worse ``metric`` is than the baseline (positive = worse; ``inf`` for a
@@ -146,7 +148,7 @@ class Schedule:
         """Fine-tuning epochs of the current window: after a surgery (plus its rechecks),
         or the final fine-tune."""
         if run.phase is Phase.FINAL:
-            return self.final_epochs
+            return self.final_epochs if run.final_window is None else run.final_window
         return self.finetune_epochs + (run.pending.rechecks if run.pending is not None else 0)
 
     def decide(self, run: RunState, metric: float, net: Network, epochs_done: int,
@@ -233,7 +235,9 @@ class Schedule:
             run.phase = Phase(self.phases[idx + 1]) if idx + 1 < len(self.phases) else Phase.FINAL
             if run.phase is Phase.LAYERWISE:
                 self._enter_layerwise(run, net)
-        d.finish = run.phase is Phase.FINAL and self.final_epochs == 0
+        if run.phase is Phase.FINAL:
+            run.final_window = self._final_window(epochs_done, max_epochs)
+        d.finish = run.phase is Phase.FINAL and run.final_window == 0
 
     def _screened_out(self, run: RunState, d: Decision, net: Network) -> bool:
         """The cheap screen (``screen``): a plan whose cut loses more than ``screen_drop`` of
@@ -283,6 +287,13 @@ class Schedule:
     def _room(self, run: RunState, d: Decision, macs: float) -> float:
         target = self._target(run, d)
         return math.inf if target is None else max(0.0, macs - target)
+
+    def _final_window(self, epochs_done: int, max_epochs: int | None) -> int:
+        """The final fine-tune's epochs: ``final_epochs``, or with ``fill_budget`` all that
+        ``max_epochs`` leaves when pruning ended early (a target reached, no step left)."""
+        if self.fill_budget and max_epochs is not None and max_epochs > 0:
+            return max(self.final_epochs, max_epochs - epochs_done)
+        return self.final_epochs
 
     def _epochs_left(self, epochs_done: int, needed: int, max_epochs: int | None) -> bool:
         """Whether ``needed`` more fine-tuning epochs and the final fine-tune still fit."""

@@ -100,6 +100,17 @@ def test_step_lr_scales_the_step_windows_and_leaves_the_final_fine_tune_whole(di
     assert [lr for _, lr in seen] == pytest.approx([0.002, 0.002, 0.01])
 
 
+def test_fill_budget_gives_the_final_fine_tune_every_epoch_pruning_left(digits_model):
+    model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
+    controller = PhaseController(criterion="l1", phases=["global"], target_macs=0.85, max_drop=0.5,
+                                 final_epochs=1, fill_budget=True)
+    fit = trainer([controller], max_epochs=5)
+    fit.fit(model, datamodule=dm)
+    steps = [e for e in controller.history if e["phase"] == "global"]
+    assert steps and controller.state == "done" and controller.run.final_window == 5 - len(steps)
+    assert fit.current_epoch == 5  # the whole budget trained
+
+
 def test_a_metric_that_is_not_finite_rolls_the_step_back_with_a_warning(digits_model):
     model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
     controller = PhaseController(criterion="l1", max_steps=3, final_epochs=0, max_drop=0.5,

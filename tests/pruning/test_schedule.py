@@ -169,6 +169,21 @@ def test_the_epoch_budget_keeps_room_for_fine_tuning_and_the_final_fine_tune(gra
     assert not d.plan and run.phase is Phase.FINAL
 
 
+def test_with_fill_budget_a_target_reached_early_leaves_the_rest_to_the_final_fine_tune(graph):
+    for fill, window in ((True, 15 - 1), (False, 3)):
+        rule, fake = schedule(target_macs=0.85, final_epochs=3, fill_budget=fill), Fake(graph)
+        run = RunState(step=rule.global_step)
+        d = rule.decide(run, 0.9, fake.network(), 0, 15)
+        run.baseline_cost = {"macs": d.judged.macs, "params": d.judged.params}
+        run.pending = d.judged.__class__("global", None, 0.15, int(0.8 * graph.macs), 1000)
+        run.surgeries, run.epochs_since_surgery = 1, 0
+        d = rule.decide(run, 0.9, fake.network(), 1, 15)   # accepted at the target: pruning ends
+        assert run.phase is Phase.FINAL and not d.plan and d.machine["final_window"] == window
+        assert rule.window(run) == window and not d.finish
+    rule = schedule(final_epochs=2, fill_budget=True)
+    assert rule._final_window(4, None) == 2 and rule._final_window(14, 15) == 2  # no budget; at least 2
+
+
 def test_the_fine_tuning_learning_rate_follows_a_cosine_over_the_window():
     assert cosine_factor(0, 0, 10, 1) == 1.0
     assert cosine_factor(0, 5, 10, 1) == pytest.approx(0.5)
