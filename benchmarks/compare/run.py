@@ -76,7 +76,9 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
     resumed = (folder / "pruning_checkpoints" / "last.ckpt").is_file()
     overrides = [f"experiment={args.experiment}", f"model.checkpoint={Path(args.checkpoint).resolve()}",
                  "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
-                 f"hydra.run.dir={folder}", "callbacks.rich_progress_bar=null", *args.overrides]
+                 f"hydra.run.dir={folder}", "callbacks.rich_progress_bar=null",
+                 # every method spends the whole budget: a run that stops pruning early fine-tunes the rest
+                 *([] if args.tree else ["pruning.fill_budget=true"]), *args.overrides]
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=args.tree or ROOT)
     seconds = time.perf_counter() - start
