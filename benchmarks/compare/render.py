@@ -27,7 +27,7 @@ RQ = {
     "RQ2 phases": ["two_phase", "global_only", "layerwise_only"],
     "RQ3 freeze, compensation": ["two_phase", "freeze_off", "compensation_off"],
     "External baselines at matched MACs": ["two_phase", "torch_pruning", "l1_uniform"],
-    "External baselines at the goal's 3x": ["torch_pruning_3x", "l1_uniform_3x"],
+    "At the goal's 3x (pl_pruning given target_macs=0.3333)": ["two_phase_3x", "torch_pruning_3x", "l1_uniform_3x"],
     "The controller before (commit 5c8aca5) and after the efficiency work": ["shipped", "two_phase"],
 }
 GOAL = {"macs_reduction": 3.0, "max_drop_points": 1.0, "budget": 15}
@@ -95,37 +95,44 @@ def efficiency(runs: list[dict]) -> list[str]:
     return lines
 
 
+# Each pl_pruning setting and the external runs matched to it (same MACs, same budget).
+MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": ["torch_pruning_3x", "l1_uniform_3x"]}
+
+
 def findings(rows: dict[str, dict]) -> list[str]:
     out = []
-    ours = rows.get("two_phase")
-    if ours is None:
+    if not any(name in rows for name in MATCHED):
         return ["- No pl_pruning run yet: nothing to conclude."]
-    red, drop = ours["macs_reduction"][0], ours["drop"][0]
-    met = red >= GOAL["macs_reduction"] and drop <= GOAL["max_drop_points"]
-    out.append(f"- **Goal** ({GOAL['macs_reduction']:.0f}x fewer MACs at <= {GOAL['max_drop_points']:.0f} point lost "
-               f"in {GOAL['budget']} epochs): 2PFPCE (`two_phase`, the current default) reaches {red:.2f}x at {drop:+.2f} points "
-               f"(mean of {ours['n']} seed(s)): goal {'met' if met else 'NOT met'}.")
-    before = rows.get("shipped")
-    if before is not None:
-        ratio = red / before["macs_reduction"][0]
-        out.append(f"- **Controller before/after** (goal: at least 2x the reduction of the controller before, "
-                   f"within max_drop): {before['macs_reduction'][0]:.2f}x at {before['drop'][0]:+.2f} points before, "
-                   f"{red:.2f}x at {drop:+.2f} points after: {ratio:.2f}x the reduction.")
-    for other in ("torch_pruning", "l1_uniform"):
-        s = rows.get(other)
-        if s is None:
-            out.append(f"- **{other}**: not run yet.")
+    for name, others in MATCHED.items():
+        ours = rows.get(name)
+        if ours is None:
             continue
-        diff = ours["acc"][0] - s["acc"][0]
-        spread = max(x for x in (ours["acc"][1], s["acc"][1], 0.0) if x is not None)
-        if ours["n"] < 2 or s["n"] < 2:
-            verdict = "single seed: no spread to compare against"
-        elif abs(diff) <= spread:
-            verdict = f"a tie within the seed spread ({spread:.2f} points)"
-        else:
-            verdict = f"{'2PFPCE wins' if diff > 0 else '2PFPCE loses'} by more than the seed spread ({spread:.2f})"
-        out.append(f"- **vs {other}** at {s['macs_reduction'][0]:.2f}x: test accuracy {ours['acc'][0]:.2f} "
-                   f"vs {s['acc'][0]:.2f} ({diff:+.2f} points): {verdict}.")
+        red, drop = ours["macs_reduction"][0], ours["drop"][0]
+        met = red >= GOAL["macs_reduction"] and drop <= GOAL["max_drop_points"]
+        out.append(f"- **Goal** ({GOAL['macs_reduction']:.0f}x fewer MACs at <= {GOAL['max_drop_points']:.0f} point "
+                   f"lost in {GOAL['budget']} epochs): `{name}` reaches {red:.2f}x at {drop:+.2f} points "
+                   f"(mean of {ours['n']} seed(s)): goal {'met' if met else 'NOT met'}.")
+        before = rows.get("shipped")
+        if before is not None:
+            ratio = red / before["macs_reduction"][0]
+            out.append(f"- **Controller before/after** (goal: at least 2x the reduction of the controller before, "
+                       f"within max_drop): {before['macs_reduction'][0]:.2f}x at {before['drop'][0]:+.2f} points "
+                       f"before, {red:.2f}x at {drop:+.2f} points with `{name}`: {ratio:.2f}x the reduction.")
+        for other in others:
+            s = rows.get(other)
+            if s is None:
+                out.append(f"- **`{name}` vs `{other}`**: not run yet.")
+                continue
+            diff = ours["acc"][0] - s["acc"][0]
+            spread = max(x for x in (ours["acc"][1], s["acc"][1], 0.0) if x is not None)
+            if ours["n"] < 2 or s["n"] < 2:
+                verdict = "single seed: no spread to compare against"
+            elif abs(diff) <= spread:
+                verdict = f"a tie within the seed spread ({spread:.2f} points)"
+            else:
+                verdict = f"{'2PFPCE wins' if diff > 0 else '2PFPCE loses'} by more than the seed spread ({spread:.2f})"
+            out.append(f"- **`{name}` vs `{other}`** ({red:.2f}x vs {s['macs_reduction'][0]:.2f}x): test accuracy "
+                       f"{ours['acc'][0]:.2f} vs {s['acc'][0]:.2f} ({diff:+.2f} points): {verdict}.")
     return out
 
 
