@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=5, help="with --reduction: Torch-Pruning's iterative steps")
     p.add_argument("--experiment", default=EXPERIMENT)
     p.add_argument("--checkpoint", default=str(CHECKPOINT))
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may follow the options
     os.chdir(ROOT)  # the presets name data relative to the repository root
     if args.method == "render":
         from render import render
