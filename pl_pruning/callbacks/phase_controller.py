@@ -57,6 +57,11 @@ class PhaseController(Callback):
         max_drop: allowed drop of ``monitor`` from the baseline, absolute, in ``(0, 1)``. The
             final network is checked against it too; one that misses it is replaced by the
             last accepted network (``report()["final_check"]``).
+        reference: ``"baseline"`` (a step is accepted when the network is within ``max_drop``
+            of the baseline) or ``"accepted"`` (within ``max_drop`` of the accepted network the
+            step was cut from: each step may cost ``max_drop``; meant with ``target_macs``,
+            where the target is what the run must reach and the final check reports the
+            whole drop).
         recheck: a rejection within one standard error of the validation accuracy above
             ``max_drop`` is fine-tuned one more epoch and judged again.
         screen, screen_drop, screen_batches: the cheap screen (:mod:`pl_pruning.pruning.screen`):
@@ -102,7 +107,7 @@ class PhaseController(Callback):
     def __init__(self, criterion: str = DEFAULT_CRITERION,
                  phases: Sequence[str] = ("global", "layerwise"), global_step: float = 0.2,
                  layer_step: float = 0.25, min_step: float = 0.05, grow: float = 1.5, max_step: float = 0.5,
-                 max_drop: float = 0.02, recheck: bool = True, screen: bool = False, screen_drop: float = 0.1,
+                 max_drop: float = 0.02, reference: str = "baseline", recheck: bool = True, screen: bool = False, screen_drop: float = 0.1,
                  screen_batches: int = 4, finetune_epochs: int = 1, final_epochs: int = 2, fill_budget: bool = False,
                  finetune_schedule: str = "cosine", step_lr: float = 1.0, monitor: str = "val_acc",
                  mode: str = "max",
@@ -119,7 +124,7 @@ class PhaseController(Callback):
             final_epochs=final_epochs, mode=mode, normalize=normalize, layer_order=layer_order,
             target_macs=target_macs, max_steps=max_steps, min_channels=min_channels, round_to=round_to,
             grow=grow, max_step=max_step, recheck=recheck, screen=screen, screen_drop=screen_drop,
-            fill_budget=fill_budget)
+            fill_budget=fill_budget, reference=reference)
         self.screen_batches = check_int("screen_batches", screen_batches, 1)
         self.pruner = Pruner(check_names("ignored_layers", ignored_layers), self.schedule.min_channels,
                              self.schedule.round_to, check_bool("compensate", compensate))

@@ -45,6 +45,7 @@ class StepRecord:
     epoch: int | None = None
     rechecks: int = 0                  # extra fine-tuning epochs of a marginal rejection
     screened_out: int = 0              # larger steps the screen halved before this one
+    reference: float | None = None     # the metric judged against, when not the baseline
 
     def describe(self, monitor: str) -> str:
         """One log line."""
@@ -52,13 +53,15 @@ class StepRecord:
             return f"baseline {monitor}={self.metric:.4f}, MACs={self.macs / 1e6:.2f}M"
         where = f" on {self.layer}" if self.layer else ""
         screened = f" ({self.screened_out} larger screened out)" if self.screened_out else ""
+        versus = f" from {self.reference:.4f}" if self.reference is not None else ""
         return (f"{self.phase} step {self.step:.3f}{where}{screened}: {monitor}={self.metric:.4f} "
-                f"drop={self.drop:+.4f} MACs={self.macs / 1e6:.2f}M -> "
+                f"drop={self.drop:+.4f}{versus} MACs={self.macs / 1e6:.2f}M -> "
                 f"{'accepted' if self.accepted else 'rolled back'}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
-                if (v is not None or k not in ("surgery_s", "epoch")) and (k not in ("rechecks", "screened_out") or v)}
+                if (v is not None or k not in ("surgery_s", "epoch", "reference"))
+                and (k not in ("rechecks", "screened_out") or v)}
 
 
 @dataclass

@@ -12,7 +12,9 @@ Phase I removes the lowest-ranked filters of all groups together until they save
 layer order, each with its own ``step`` (a share of its filters). An accepted step makes
 the next one ``grow`` times larger (at most ``max_step``); a rolled-back one halves it; a
 phase (a group) ends when its step falls below ``min_step``. A step is accepted when the
-monitored metric dropped at most ``max_drop`` from the baseline; a rejection within one
+monitored metric dropped at most ``max_drop`` from the baseline (with ``reference="accepted"``,
+from the accepted network the step was cut from: each step may cost ``max_drop``, and the
+final network is checked against the baseline); a rejection within one
 standard error of the validation accuracy (``RunState.noise``) of the bound is fine-tuned
 one more epoch and judged again (``recheck``). With ``screen``, a planned step whose cut
 loses more than ``screen_drop`` accuracy before any fine-tuning (``Network.screen``) is
@@ -103,6 +105,7 @@ class Schedule:
     screen: bool = False
     screen_drop: float = 0.1
     fill_budget: bool = False
+    reference: str = "baseline"
 
     def __post_init__(self) -> None:
         """Every setting checked, named in the error (:class:`~pl_pruning.errors.PlPruningError`)."""
@@ -123,13 +126,22 @@ class Schedule:
         self.recheck = check_bool("recheck", self.recheck)
         self.screen = check_bool("screen", self.screen)
         self.fill_budget = check_bool("fill_budget", self.fill_budget)
+        check_choice("reference", self.reference, ("baseline", "accepted"))
 
-    def drop(self, run: RunState, metric: float) -> float:
-        """How much worse ``metric`` is than the baseline (positive = worse; ``inf`` for a
-        metric that is not finite, such as the loss of a diverged fine-tune)."""
+    def drop(self, run: RunState, metric: float, reference: float | None = None) -> float:
+        """How much worse ``metric`` is than ``reference`` (default the baseline; positive =
+        worse; ``inf`` for a metric that is not finite, such as the loss of a diverged fine-tune)."""
         if not math.isfinite(metric):
             return math.inf
-        return run.baseline - metric if self.mode == "max" else metric - run.baseline
+        reference = run.baseline if reference is None else reference
+        return reference - metric if self.mode == "max" else metric - reference
+
+    def step_reference(self, run: RunState) -> float:
+        """What a step is judged against: the baseline, or with ``reference="accepted"`` the
+        metric of the accepted network it was cut from."""
+        if self.reference == "accepted" and run.accepted is not None:
+            return run.accepted["record"]["metric"]
+        return run.baseline
 
     def accepts(self, drop: float) -> bool:
         return drop <= self.max_drop + 1e-12
@@ -138,9 +150,14 @@ class Schedule:
         """Judge the final network against ``max_drop``; records ``run.final_check`` and
         returns whether the final network stands (False: return the last accepted one)."""
         drop = self.drop(run, metric) if metric is not None else None
-        ok = drop is None or self.accepts(drop) or run.accepted is None
-        run.final_check = {"metric": metric, "drop": drop, "within_max_drop": drop is None or self.accepts(drop),
-                           "returned": "final network" if ok else
+        within = drop is None or self.accepts(drop)
+        accepted = run.accepted["record"]["metric"] if run.accepted is not None else None
+        # The last accepted network replaces a final one that misses the bound only if it does
+        # better (with reference="accepted" it can be further from the baseline still).
+        ok = within or accepted is None or self.drop(run, accepted, reference=metric) >= 0
+        run.final_check = {"metric": metric, "drop": drop, "within_max_drop": within,
+                           "returned": "final network" if within else
+                           "final network (it misses max_drop; the last accepted network did no better)" if ok else
                            "last accepted network (the final fine-tune missed max_drop)"}
         return ok
 
@@ -175,12 +192,14 @@ class Schedule:
             if run.phase is Phase.FINAL:
                 d.finish = True
                 return d
-            drop = self.drop(run, metric)
+            reference = self.step_reference(run)
+            drop = self.drop(run, metric, reference)
             if not self.accepts(drop) and self._marginal(run, drop) and self._epochs_left(epochs_done, 1, max_epochs):
                 run.pending = replace(run.pending, rechecks=run.pending.rechecks + 1)
                 d.machine = {k: getattr(run, k) for k in _MACHINE}
                 return d  # one more epoch, then judged again
-            d.judged = replace(run.pending, metric=metric, drop=drop, accepted=self.accepts(drop))
+            d.judged = replace(run.pending, metric=metric, drop=drop, accepted=self.accepts(drop),
+                               reference=None if reference == run.baseline else reference)
             run.pending = None
             self._adapt(run, d.judged)
             if not d.judged.accepted:

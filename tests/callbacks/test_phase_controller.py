@@ -180,6 +180,7 @@ def test_no_validation_loop_is_refused(digits_model):
     ({"recheck": "no"}, r"recheck must be true or false, got 'no'"),
     ({"finetune_schedule": "step"}, r"unknown finetune_schedule 'step'; choose one of: cosine, constant"),
     ({"step_lr": 0}, r"step_lr must be"),
+    ({"reference": "dense"}, r"unknown reference 'dense'; choose one of: baseline, accepted"),
     ({"step_lr": 1.5}, r"step_lr must be"),
 ])
 def test_bad_arguments_are_named(kwargs, message):

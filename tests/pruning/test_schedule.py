@@ -184,6 +184,36 @@ def test_with_fill_budget_a_target_reached_early_leaves_the_rest_to_the_final_fi
     assert rule._final_window(4, None) == 2 and rule._final_window(14, 15) == 2  # no budget; at least 2
 
 
+def test_with_reference_accepted_a_step_is_judged_against_the_network_it_was_cut_from(graph):
+    rule, fake = schedule(reference="accepted", max_drop=0.02), Fake(graph)
+    run, d = start(rule, fake, metric=0.90)
+    d = judge(rule, run, fake, 0.885, d)              # 1.5 points from the baseline: accepted
+    assert d.judged.accepted and d.judged.drop == pytest.approx(0.015) and d.judged.reference is None
+    run.accepted = {"record": d.judged.to_dict()}
+    d = judge(rule, run, fake, 0.87, d)               # 3 points from the baseline, 1.5 from 0.885
+    assert d.judged.accepted and d.judged.drop == pytest.approx(0.015) and d.judged.reference == 0.885
+    run.accepted = {"record": d.judged.to_dict()}
+    d = judge(rule, run, fake, 0.845, d)              # 2.5 from the accepted network: rolled back
+    assert not d.judged.accepted
+    baseline_rule = schedule(max_drop=0.02)
+    run, d = start(baseline_rule, fake, metric=0.90)
+    run.accepted = {"record": {**run.accepted["record"], "metric": 0.885}}
+    d = judge(baseline_rule, run, fake, 0.87, d)      # the default: 3 points from the baseline
+    assert not d.judged.accepted and d.judged.drop == pytest.approx(0.03)
+
+
+def test_a_final_network_missing_the_bound_stands_when_the_last_accepted_one_is_no_better(graph):
+    rule, fake = schedule(reference="accepted"), Fake(graph)
+    run, _ = start(rule, fake, metric=0.90)
+    run.accepted = {"record": {"metric": 0.85}}
+    assert rule.final_check(run, 0.87) and not run.final_check["within_max_drop"]
+    assert run.final_check["returned"].startswith("final network (it misses max_drop")
+    run.accepted = {"record": {"metric": 0.89}}
+    assert not rule.final_check(run, 0.87)
+    assert run.final_check["returned"].startswith("last accepted network")
+    assert rule.final_check(run, 0.885) and run.final_check["returned"] == "final network"
+
+
 def test_the_fine_tuning_learning_rate_follows_a_cosine_over_the_window():
     assert cosine_factor(0, 0, 10, 1) == 1.0
     assert cosine_factor(0, 5, 10, 1) == pytest.approx(0.5)
