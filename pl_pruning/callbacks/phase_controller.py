@@ -56,7 +56,7 @@ class PhaseController(Callback):
             times larger, at most ``max_step``; a rolled-back one halves it.
         max_drop: allowed drop of ``monitor`` from the baseline, absolute, in ``(0, 1)``. The
             final network is checked against it too; one that misses it is replaced by the
-            last accepted network (``report()["final_check"]``).
+            last accepted network if that one did better (``report()["final_check"]``).
         reference: ``"baseline"`` (a step is accepted when the network is within ``max_drop``
             of the baseline) or ``"accepted"`` (within ``max_drop`` of the accepted network the
             step was cut from: each step may cost ``max_drop``; meant with ``target_macs``,
@@ -107,8 +107,9 @@ class PhaseController(Callback):
     def __init__(self, criterion: str = DEFAULT_CRITERION,
                  phases: Sequence[str] = ("global", "layerwise"), global_step: float = 0.2,
                  layer_step: float = 0.25, min_step: float = 0.05, grow: float = 1.5, max_step: float = 0.5,
-                 max_drop: float = 0.02, reference: str = "baseline", recheck: bool = True, screen: bool = False, screen_drop: float = 0.1,
-                 screen_batches: int = 4, finetune_epochs: int = 1, final_epochs: int = 2, fill_budget: bool = False,
+                 max_drop: float = 0.02, reference: str = "baseline", recheck: bool = True,
+                 screen: bool = False, screen_drop: float = 0.1, screen_batches: int = 4,
+                 finetune_epochs: int = 1, final_epochs: int = 2, fill_budget: bool = False,
                  finetune_schedule: str = "cosine", step_lr: float = 1.0, monitor: str = "val_acc",
                  mode: str = "max",
                  normalize: str = "per-layer", layer_order: str = "by_score", target_macs: float | None = None,
@@ -296,6 +297,9 @@ class PhaseController(Callback):
             self._restore_accepted(pl_module)
             rank_zero_warn(f"[PhaseController] the final network's {self.monitor}={metric:.4f} misses max_drop; "
                            "returning the last accepted network")
+        elif not run.final_check["within_max_drop"]:
+            rank_zero_warn(f"[PhaseController] the final network's {self.monitor}={metric:.4f} misses max_drop; "
+                           "it is kept: the last accepted network did no better")
         run.final_metric = metric
         self._record(trainer, StepRecord(Phase.FINAL.value, None, 0.0, *self.pruner.cost(pl_module), metric=metric,
                                          drop=run.final_check["drop"], accepted=run.final_check["within_max_drop"]))

@@ -115,7 +115,9 @@ def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
     last accepted) network, the reductions, and every step as a dict."""
     history = [r.to_dict() for r in run.history]
     last = next((e for e in reversed(history) if e["phase"] == Phase.FINAL.value), None)
-    if (last is None or last["accepted"] is False) and run.accepted:
+    kept = last is not None and (last["accepted"] is not False or str(
+        (run.final_check or {}).get("returned", "")).startswith("final network"))
+    if not kept and run.accepted:
         last = run.accepted["record"]  # the final fine-tune missed the bound: the network returned
     base = run.baseline_cost or {}
     out: dict[str, Any] = {**meta, "baseline": {"metric": run.baseline, **base}, "history": history}
