@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.method != "pl_pruning" and not (args.match or args.reduction):
         p.error(f"{args.method} needs --match <run> (the pl_pruning run whose MACs it must reach) or --reduction")
+    if args.match and args.reduction:
+        p.error("give --match or --reduction, not both")
     if args.reduction is not None and args.reduction <= 1:
         p.error(f"--reduction must be more than 1, got {args.reduction}")
     default = args.method if not args.reduction else f"{args.method}_{args.reduction:g}x"
