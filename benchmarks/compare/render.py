@@ -119,14 +119,16 @@ def findings(rows: dict[str, dict]) -> list[str]:
         red, drop = ours["macs_reduction"][0], ours["drop"][0]
         met = red >= GOAL["macs_reduction"] and drop <= GOAL["max_drop_points"]
         out.append(f"- **Goal** ({GOAL['macs_reduction']:.0f}x fewer MACs at <= {GOAL['max_drop_points']:.0f} point "
-                   f"lost in {GOAL['budget']} epochs): `{name}` reaches {red:.2f}x at {drop:+.2f} points "
+                   f"lost in {GOAL['budget']} epochs): `{name}` reaches {red:.2f}x with {drop:.2f} points lost "
                    f"(mean of {ours['n']} seed(s)): goal {'met' if met else 'NOT met'}.")
         before = rows.get("shipped")
         if before is not None:
             ratio = red / before["macs_reduction"][0]
+            within = drop <= 2.0  # max_drop 0.02 of the two_phase preset, in points
             out.append(f"- **Controller before/after** (goal: at least 2x the reduction of the controller before, "
-                       f"within max_drop): {before['macs_reduction'][0]:.2f}x at {before['drop'][0]:+.2f} points "
-                       f"before, {red:.2f}x at {drop:+.2f} points with `{name}`: {ratio:.2f}x the reduction.")
+                       f"within max_drop): {before['macs_reduction'][0]:.2f}x with {before['drop'][0]:.2f} points lost "
+                       f"before, {red:.2f}x with {drop:.2f} points lost with `{name}`: {ratio:.2f}x the reduction, "
+                       f"{'within' if within else 'NOT within'} max_drop (2 points) of test accuracy.")
         for other in others:
             s = rows.get(other)
             if s is None:
