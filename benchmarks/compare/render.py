@@ -169,7 +169,7 @@ def plot(runs: list[dict], path: Path) -> None:
     ax.set_xlabel("MACs reduction (baseline / pruned)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Equal-budget pruning of converged VGG-16-BN x0.25 (CIFAR-10)")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
