@@ -115,8 +115,8 @@ def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
     last accepted) network, the reductions, and every step as a dict."""
     history = [r.to_dict() for r in run.history]
     last = next((e for e in reversed(history) if e["phase"] == Phase.FINAL.value), None)
-    kept = last is not None and (last["accepted"] is not False or str(
-        (run.final_check or {}).get("returned", "")).startswith("final network"))
+    check = run.final_check or {}
+    kept = last is not None and check.get("final_kept", check.get("within_max_drop", last["accepted"] is not False))
     if not kept and run.accepted:
         last = run.accepted["record"]  # the final fine-tune missed the bound: the network returned
     base = run.baseline_cost or {}

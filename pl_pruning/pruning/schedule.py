@@ -155,7 +155,7 @@ class Schedule:
         # The last accepted network replaces a final one that misses the bound only if it does
         # better (with reference="accepted" it can be further from the baseline still).
         ok = within or accepted is None or self.drop(run, accepted, reference=metric) >= 0
-        run.final_check = {"metric": metric, "drop": drop, "within_max_drop": within,
+        run.final_check = {"metric": metric, "drop": drop, "within_max_drop": within, "final_kept": ok,
                            "returned": "final network" if within else
                            "final network (it misses max_drop; the last accepted network did no better)" if ok else
                            "last accepted network (the final fine-tune missed max_drop)"}

@@ -36,7 +36,7 @@ def test_the_report_carries_the_per_phase_summary():
 
 
 def test_the_report_names_the_network_returned_after_the_final_check():
-    def report(returned: str) -> dict:
+    def report(returned: str, kept: bool) -> dict:
         run = RunState(baseline=0.9, baseline_cost={"macs": 1000, "params": 10})
         accepted = StepRecord(phase="global", layer=None, step=0.5, macs=400, params=4, metric=0.84,
                               drop=0.01, accepted=True, reference=0.85)
@@ -45,10 +45,11 @@ def test_the_report_names_the_network_returned_after_the_final_check():
                        StepRecord(phase="final", layer=None, step=0.0, macs=400, params=4, metric=0.87,
                                   drop=0.03, accepted=False)]
         run.accepted = {"record": accepted.to_dict()}
-        run.final_check = {"metric": 0.87, "drop": 0.03, "within_max_drop": False, "returned": returned}
+        run.final_check = {"metric": 0.87, "drop": 0.03, "within_max_drop": False, "final_kept": kept,
+                           "returned": returned}
         return summarize(run, monitor="val_acc")
 
-    kept = report("final network (it misses max_drop; the last accepted network did no better)")
+    kept = report("final network (it misses max_drop; the last accepted network did no better)", True)
     assert kept["final"]["metric"] == 0.87
-    assert report("last accepted network (the final fine-tune missed max_drop)")["final"]["metric"] == 0.84
+    assert report("last accepted network (the final fine-tune missed max_drop)", False)["final"]["metric"] == 0.84
     assert kept["history"][1]["reference"] == 0.85 and "reference" not in kept["history"][0]

@@ -12,7 +12,7 @@ import torch
 from pl_pruning.models import build_model
 from pl_pruning.pruning import planner
 from pl_pruning.pruning.graph import NetworkGraph
-from pl_pruning.pruning.run_state import Phase, RunState
+from pl_pruning.pruning.run_state import Phase, RunState, StepRecord
 from pl_pruning.pruning.schedule import Network, Schedule, cosine_factor
 
 
@@ -175,7 +175,7 @@ def test_with_fill_budget_a_target_reached_early_leaves_the_rest_to_the_final_fi
         run = RunState(step=rule.global_step)
         d = rule.decide(run, 0.9, fake.network(), 0, 15)
         run.baseline_cost = {"macs": d.judged.macs, "params": d.judged.params}
-        run.pending = d.judged.__class__("global", None, 0.15, int(0.8 * graph.macs), 1000)
+        run.pending = StepRecord("global", None, 0.15, int(0.8 * graph.macs), 1000)
         run.surgeries, run.epochs_since_surgery = 1, 0
         d = rule.decide(run, 0.9, fake.network(), 1, 15)   # accepted at the target: pruning ends
         assert run.phase is Phase.FINAL and not d.plan and d.machine["final_window"] == window
@@ -206,10 +206,10 @@ def test_a_final_network_missing_the_bound_stands_when_the_last_accepted_one_is_
     rule, fake = schedule(reference="accepted"), Fake(graph)
     run, _ = start(rule, fake, metric=0.90)
     run.accepted = {"record": {"metric": 0.85}}
-    assert rule.final_check(run, 0.87) and not run.final_check["within_max_drop"]
+    assert rule.final_check(run, 0.87) and not run.final_check["within_max_drop"] and run.final_check["final_kept"]
     assert run.final_check["returned"].startswith("final network (it misses max_drop")
     run.accepted = {"record": {"metric": 0.89}}
-    assert not rule.final_check(run, 0.87)
+    assert not rule.final_check(run, 0.87) and not run.final_check["final_kept"]
     assert run.final_check["returned"].startswith("last accepted network")
     assert rule.final_check(run, 0.885) and run.final_check["returned"] == "final network"
 
