@@ -1,6 +1,7 @@
 """What the controller asks of Lightning's loops: a validation after every epoch, a
 validation run now, how many samples one validation sees (for the standard error of
-an accuracy), and the first batches of the loaders (for the cheap screen)."""
+an accuracy), the first batches of the loaders (for the cheap screen), and BatchNorm
+re-estimated in place (for a step judged before any fine-tuning)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from pl_pruning.errors import PlPruningError
 from pl_pruning.pruning.planner import FilterScores
 from pl_pruning.pruning.pruner import Pruner
-from pl_pruning.pruning.screen import Screen
+from pl_pruning.pruning.screen import Screen, reestimate_batchnorm
 
-__all__ = ["monitored_value", "noise_at_bound", "require_validation_every_epoch", "scale_learning_rates",
-           "standard_error", "validate_now", "validation_size"]
+__all__ = ["monitored_value", "noise_at_bound", "reestimate_batchnorm_now", "require_validation_every_epoch",
+           "scale_learning_rates", "standard_error", "validate_now", "validation_size"]
 
 
 def require_validation_every_epoch(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -139,6 +140,18 @@ def screen_for(trainer: L.Trainer, pl_module: L.LightningModule, pruner: Pruner,
         return screen.drop(pl_module, plan, scores())
 
     return lost
+
+
+def reestimate_batchnorm_now(trainer: L.Trainer, pl_module: L.LightningModule, count: int) -> None:
+    """Re-estimate ``pl_module``'s BatchNorm statistics on the first ``count`` training batches
+    of every rank, averaged across ranks (every rank ends with the same statistics)."""
+    reestimate_batchnorm(pl_module, first_batches(trainer, trainer.train_dataloader, count))
+    if trainer.world_size > 1:
+        with torch.no_grad():
+            for m in pl_module.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                    m.running_mean.copy_(trainer.strategy.reduce(m.running_mean.clone(), reduce_op="mean"))
+                    m.running_var.copy_(trainer.strategy.reduce(m.running_var.clone(), reduce_op="mean"))
 
 
 def scale_learning_rates(trainer: L.Trainer, base_lrs: list[list[float]], factor: float) -> None:

@@ -68,7 +68,11 @@ class PhaseController(Callback):
             before a step's epoch, cut a copy, re-estimate its BatchNorm on ``screen_batches``
             training batches and, if it loses more than ``screen_drop`` accuracy on as many
             validation batches, halve the step (no epoch spent) and screen again.
-        finetune_epochs: fine-tuning epochs after each surgery before the decision.
+        finetune_epochs: fine-tuning epochs after each surgery before the decision. With 0,
+            every step is judged at once, before the first epoch: the cut network's BatchNorm
+            is re-estimated on ``screen_batches`` training batches and it is validated (its
+            statistics plan the next step), so the whole budget goes to the final fine-tune
+            (with ``fill_budget``); ``max_drop`` then bounds the loss of an unfine-tuned cut.
         final_epochs: fine-tuning epochs of the final network.
         fill_budget: when pruning ends before ``max_epochs`` (a ``target_macs`` reached, no
             step left), the final fine-tune takes every epoch left (at least ``final_epochs``):
@@ -210,6 +214,9 @@ class PhaseController(Callback):
             self._before_training = True  # the baseline is the network given, before any epoch
             try:
                 loops.validate_now(trainer)
+                while run.pending is not None and self.schedule.window(run) == 0:  # finetune_epochs=0
+                    loops.reestimate_batchnorm_now(trainer, pl_module, self.screen_batches)
+                    loops.validate_now(trainer)  # judges the step, cuts the next one
             finally:
                 self._before_training = False
 

@@ -18,7 +18,9 @@ final network is checked against the baseline); a rejection within one
 standard error of the validation accuracy (``RunState.noise``) of the bound is fine-tuned
 one more epoch and judged again (``recheck``). With ``screen``, a planned step whose cut
 loses more than ``screen_drop`` accuracy before any fine-tuning (``Network.screen``) is
-halved without spending an epoch. ``target_macs`` caps every step so the run
+halved without spending an epoch. With ``finetune_epochs=0`` a step is judged before any
+training, on the cut network with its BatchNorm re-estimated (the controller validates it at
+once), so a run reaches its target before its first epoch. ``target_macs`` caps every step so the run
 stops on it; the budget (``max_steps``, the epochs left) can end pruning early; the final
 fine-tune follows (``final_epochs``, or with ``fill_budget`` every epoch ``max_epochs``
 leaves), and a final network that misses the bound is replaced by the last accepted one.
@@ -115,7 +117,7 @@ class Schedule:
             raise PlPruningError(f"phases must be a non-empty list of distinct names from {list(PHASES)}, got {p!r}")
         for name in ("global_step", "layer_step", "min_step", "max_drop", "max_step", "screen_drop"):
             setattr(self, name, check_fraction(name, getattr(self, name)))
-        for name, low, optional in (("finetune_epochs", 1, False), ("final_epochs", 0, False),
+        for name, low, optional in (("finetune_epochs", 0, False), ("final_epochs", 0, False),
                                     ("max_steps", 1, True), ("min_channels", 1, False), ("round_to", 1, True)):
             setattr(self, name, check_int(name, getattr(self, name), low, optional=optional))
         check_choice("mode", self.mode, ("max", "min"))
@@ -209,8 +211,10 @@ class Schedule:
         return d
 
     def _marginal(self, run: RunState, drop: float) -> bool:
-        """A rejection within the noise: one standard error above the bound, not yet rechecked."""
-        return (self.recheck and run.noise > 0 and math.isfinite(drop) and drop <= self.max_drop + run.noise
+        """A rejection within the noise: one standard error above the bound, not yet rechecked
+        (never with ``finetune_epochs=0``: validating the same network again changes nothing)."""
+        return (self.recheck and self.finetune_epochs > 0 and run.noise > 0 and math.isfinite(drop)
+                and drop <= self.max_drop + run.noise
                 and run.pending is not None and run.pending.rechecks == 0)
 
     def _adapt(self, run: RunState, judged: StepRecord) -> None:

@@ -111,6 +111,44 @@ def test_fill_budget_gives_the_final_fine_tune_every_epoch_pruning_left(digits_m
     assert fit.current_epoch == 5  # the whole budget trained
 
 
+def test_with_no_fine_tuning_epochs_every_step_is_judged_before_the_first_epoch(digits_model, monkeypatch):
+    """finetune_epochs=0: each cut network's BatchNorm is re-estimated on training batches and
+    validated at once; the target is reached before epoch 0, which starts the final fine-tune."""
+    from pl_pruning.callbacks import loops
+
+    model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
+    controller = PhaseController(phases=["global"], global_step=0.2, grow=1.0, target_macs=0.5, max_drop=0.5,
+                                 finetune_epochs=0, final_epochs=1, fill_budget=True, recheck=True)
+    estimated, validated, phase_at_training = [], [], []
+
+    def running(module):
+        return {k: v.clone() for k, v in module.state_dict().items() if k.endswith("running_mean")}
+
+    def spy(module, batches, estimate=loops.reestimate_batchnorm):
+        estimate(module, batches)
+        estimated.append((len(batches), running(module)))
+
+    class Watch(L.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            validated.append(running(pl_module))
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            phase_at_training.append(controller.state)
+
+    monkeypatch.setattr(loops, "reestimate_batchnorm", spy)
+    fit = trainer([EntropyStatistics(), controller, Watch()], max_epochs=3)
+    fit.fit(model, datamodule=dm)
+    steps = [e for e in controller.history if e["phase"] == "global"]
+    assert len(steps) >= 3 and all(e["epoch"] == 0 for e in steps)  # 0.8^3 > 0.5: three cuts at least
+    assert steps[-1]["macs"] <= 0.5 * controller.history[0]["macs"] + 1
+    assert phase_at_training[0] == "final" and controller.run.final_window == 3 and fit.current_epoch == 3
+    # one re-estimation per step, on screen_batches training batches, and the validation
+    # judging the step sees exactly those statistics
+    assert [n for n, _ in estimated] == [controller.screen_batches] * len(steps)
+    for (_, stats), seen in zip(estimated, validated[1:], strict=False):
+        assert stats.keys() == seen.keys() and all(torch.equal(stats[k], seen[k]) for k in stats)
+
+
 def test_a_metric_that_is_not_finite_rolls_the_step_back_with_a_warning(digits_model):
     model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
     controller = PhaseController(criterion="l1", max_steps=3, final_epochs=0, max_drop=0.5,

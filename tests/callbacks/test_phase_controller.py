@@ -171,7 +171,7 @@ def test_no_validation_loop_is_refused(digits_model):
     ({"mode": "maximum"}, "unknown mode 'maximum'; choose one of: max, min"),
     ({"layer_order": "random"}, "unknown layer_order 'random'"),
     ({"global_step": 1.5}, r"global_step must be in \(0, 1\)"),
-    ({"finetune_epochs": True}, r"finetune_epochs must be an integer >= 1, got True"),
+    ({"finetune_epochs": True}, r"finetune_epochs must be an integer >= 0, got True"),
     ({"round_to": 0}, r"round_to must be an integer >= 1 or None, got 0"),
     ({"compensate": "yes"}, r"compensate must be true or false, got 'yes'"),
     ({"ignored_layers": "net.features.0"}, r"ignored_layers must be a list of names"),

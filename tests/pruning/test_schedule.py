@@ -149,6 +149,18 @@ def test_a_marginal_rejection_is_fine_tuned_once_more_then_judged(graph):
     assert d.judged is not None and not d.judged.accepted
 
 
+def test_with_no_fine_tuning_epochs_a_step_is_judged_at_once_and_never_rechecked(graph):
+    """finetune_epochs=0: the validation right after the surgery judges the step (another
+    validation of the same network would change nothing, so a marginal rejection stands)."""
+    rule, fake = schedule(max_drop=0.02, finetune_epochs=0), Fake(graph)
+    run, d = start(rule, fake)
+    run.noise = 0.01
+    d = judge(rule, run, fake, 0.89, d, epochs_done=0)      # accepted before any epoch
+    assert d.judged.accepted and rule.window(run) == 0 and d.plan
+    d = judge(rule, run, fake, 0.875, d, epochs_done=0)     # marginal (within the noise), rejected
+    assert d.judged is not None and not d.judged.accepted and fake.restores == 1
+
+
 @pytest.mark.parametrize("metric", [float("nan"), float("inf")])
 def test_a_metric_that_is_not_finite_rolls_the_step_back(graph, metric):
     rule, fake = schedule(mode="min"), Fake(graph)
