@@ -89,7 +89,7 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
         "method": "pl_pruning", "overrides": list(args.overrides),
         "baseline": results["baseline"], "pruned": results["pruned"],
         "macs_reduction": results["macs_reduction"], "acc_drop": results["acc_drop"],
-        "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
+        "max_drop": report.get("max_drop"), "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
         "epochs": args.budget, "wall_s": round(seconds, 1),
         "resumed": resumed, "history": report["history"],
     }

@@ -57,6 +57,9 @@ def run_one(tree: Path, seed: int, label: str, overrides: list[str]) -> dict:
 
 
 def compare(labels: list[str]) -> None:
+    def _rounded(value: float | None) -> int | None:  # None: the steps spent no epoch
+        return None if value is None else round(value)
+
     rows = []
     for label in labels:
         for path in sorted(RUNS.glob(f"{label}_seed*.json")):
@@ -64,7 +67,7 @@ def compare(labels: list[str]) -> None:
             rows.append({"label": label, "seed": r["seed"], "macs_reduction": r["macs_reduction"],
                          "acc_drop_points": r["acc_drop_points"], "wall_s": r["wall_s"],
                          "step_epochs": r["pruning_epochs"],
-                         **{f"{p}_macs_per_epoch": round(r["phases"].get(p, {}).get("macs_removed_per_epoch", 0))
+                         **{f"{p}_macs_per_epoch": _rounded(r["phases"].get(p, {}).get("macs_removed_per_epoch", 0))
                             for p in ("global", "layerwise")},
                          "commit": r["commit"]})
     with open(HERE / "results.csv", "w", newline="") as f:

@@ -46,6 +46,7 @@ class StepRecord:
     rechecks: int = 0                  # extra fine-tuning epochs of a marginal rejection
     screened_out: int = 0              # larger steps the screen halved before this one
     reference: float | None = None     # the metric judged against, when not the baseline
+    finetuned_epochs: int | None = None  # fine-tuning epochs the step had when judged (rechecks included)
 
     def describe(self, monitor: str) -> str:
         """One log line."""
@@ -60,7 +61,7 @@ class StepRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
-                if (v is not None or k not in ("surgery_s", "epoch", "reference"))
+                if (v is not None or k not in ("surgery_s", "epoch", "reference", "finetuned_epochs"))
                 and (k not in ("rechecks", "screened_out") or v)}
 
 
@@ -133,8 +134,9 @@ def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
 
 def per_phase(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """What each pruning phase spent and bought, from a report's ``history``: fine-tuning
-    epochs on steps (one per step plus rechecks), steps, accepted steps, and MACs removed by
-    accepted steps, in all and per epoch. The final fine-tune is not counted."""
+    epochs on steps (each step's ``finetuned_epochs``; histories without it: one per step
+    plus rechecks), steps, accepted steps, and MACs removed by
+    accepted steps, in all and per epoch (None for a phase that spent no epoch). The final fine-tune is not counted."""
     out: dict[str, dict[str, float]] = {}
     current = None
     for e in history:
@@ -144,12 +146,13 @@ def per_phase(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         if e["phase"] not in PHASES:
             continue
         row = out.setdefault(e["phase"], {"epochs": 0, "steps": 0, "accepted": 0, "macs_removed": 0})
-        row["epochs"] += 1 + int(e.get("rechecks", 0))
+        row["epochs"] += int(e["finetuned_epochs"]) if "finetuned_epochs" in e else 1 + int(e.get("rechecks", 0))
         row["steps"] += 1
         if e["accepted"]:
             row["accepted"] += 1
             row["macs_removed"] += current - e["macs"]
             current = e["macs"]
     for row in out.values():
-        row["macs_removed_per_epoch"] = row["macs_removed"] / row["epochs"] if row["epochs"] else 0.0
+        # None: steps judged without a fine-tuning epoch (finetune_epochs=0), no rate to give
+        row["macs_removed_per_epoch"] = row["macs_removed"] / row["epochs"] if row["epochs"] else None
     return out

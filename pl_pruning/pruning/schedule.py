@@ -201,7 +201,8 @@ class Schedule:
                 d.machine = {k: getattr(run, k) for k in _MACHINE}
                 return d  # one more epoch, then judged again
             d.judged = replace(run.pending, metric=metric, drop=drop, accepted=self.accepts(drop),
-                               reference=None if reference == run.baseline else reference)
+                               reference=None if reference == run.baseline else reference,
+                               finetuned_epochs=self.window(run))
             run.pending = None
             self._adapt(run, d.judged)
             if not d.judged.accepted:

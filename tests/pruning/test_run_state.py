@@ -25,6 +25,18 @@ def test_per_phase_counts_epochs_with_rechecks_and_only_accepted_removals():
                                    "macs_removed_per_epoch": 25.0}
 
 
+def test_per_phase_reads_the_epochs_each_step_was_fine_tuned():
+    history = [{"phase": "baseline", "macs": 1000, "metric": 0.9},
+               {"phase": "global", "macs": 800, "accepted": True, "finetuned_epochs": 2},
+               {"phase": "global", "macs": 600, "accepted": True, "finetuned_epochs": 0},
+               {"phase": "layerwise", "macs": 500, "accepted": True, "finetuned_epochs": 0}]
+    phases = per_phase(history)
+    assert phases["global"]["epochs"] == 2 and phases["global"]["macs_removed_per_epoch"] == 200.0
+    # judged at once (finetune_epochs=0): MACs removed, no epoch spent, no rate
+    assert phases["layerwise"]["epochs"] == 0 and phases["layerwise"]["macs_removed"] == 100
+    assert phases["layerwise"]["macs_removed_per_epoch"] is None
+
+
 def test_the_report_carries_the_per_phase_summary():
     run = RunState(baseline=0.9, baseline_cost={"macs": 1000, "params": 10})
     run.history = [StepRecord(phase="baseline", layer=None, step=0.0, macs=1000, params=10, metric=0.9),

@@ -139,7 +139,7 @@ def test_a_marginal_rejection_is_fine_tuned_once_more_then_judged(graph):
     assert rule.window(run) == 2
     run.epochs_since_surgery = 1
     d = rule.decide(run, 0.885, fake.network(), 2, 100)    # the extra epoch recovered: accepted
-    assert d.judged.accepted and d.judged.rechecks == 1
+    assert d.judged.accepted and d.judged.rechecks == 1 and d.judged.finetuned_epochs == 2
     d = judge(rule, run, fake, 0.86, d)                    # drop 0.04: beyond the noise, rejected now
     assert d.judged is not None and not d.judged.accepted
     no_recheck = schedule(max_drop=0.02, recheck=False)
@@ -156,7 +156,7 @@ def test_with_no_fine_tuning_epochs_a_step_is_judged_at_once_and_never_rechecked
     run, d = start(rule, fake)
     run.noise = 0.01
     d = judge(rule, run, fake, 0.89, d, epochs_done=0)      # accepted before any epoch
-    assert d.judged.accepted and rule.window(run) == 0 and d.plan
+    assert d.judged.accepted and d.judged.finetuned_epochs == 0 and rule.window(run) == 0 and d.plan
     d = judge(rule, run, fake, 0.875, d, epochs_done=0)     # marginal (within the noise), rejected
     assert d.judged is not None and not d.judged.accepted and fake.restores == 1
 
