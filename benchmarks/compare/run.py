@@ -15,6 +15,11 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
     # matching pl_pruning run reached, then fine-tuned for the whole budget (cosine)
     python benchmarks/compare/run.py torch_pruning --seed 0 --match two_phase_seed0
     python benchmarks/compare/run.py l1_uniform --seed 0 --match two_phase_seed0
+    # the goal's 3x with every step judged before the first epoch (BatchNorm re-estimated,
+    # no fine-tuning between steps), so the final fine-tune gets the whole budget
+    python benchmarks/compare/run.py pl_pruning --seed 0 --name at_once_3x pruning.finetune_epochs=0 \
+        pruning.target_macs=0.3333 pruning.reference=accepted pruning.max_drop=0.05 \
+        pruning.global_step=0.1 pruning.grow=1 pruning.min_step=0.025
     # or at a given reduction (the goal's 3x), named torch_pruning_3x / l1_uniform_3x
     python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5
     # table, plot and findings from every committed runs/*.json
