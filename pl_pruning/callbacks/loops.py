@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import DataLoader, IterableDataset
 
 from pl_pruning.errors import PlPruningError
 from pl_pruning.pruning.planner import FilterScores
@@ -111,14 +112,28 @@ def monitored_value(trainer: L.Trainer, monitor: str) -> float:
 
 def first_batches(trainer: L.Trainer, loaders: Any, count: int) -> list[Any]:
     """The first ``count`` batches of ``loaders`` (a DataLoader, or the first of a list), on
-    the module's device."""
+    the module's device, read through a private loader in this process: iterating the fit's
+    own loader would, with persistent workers, take its batches from the fit's next epoch
+    (one epoch short of batches, so its validation would not run)."""
     loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
     batches: list[Any] = []
-    for batch in loader if loader is not None else ():
+    for batch in _private(loader) if loader is not None else ():
         batches.append(trainer.strategy.batch_to_device(batch))
         if len(batches) >= count:
             break
     return batches
+
+
+def _private(loader: Any) -> Any:
+    """A loader over the same data, order and batching as ``loader``, without workers."""
+    if not isinstance(loader, DataLoader):
+        return loader
+    if isinstance(loader.dataset, IterableDataset):
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, drop_last=loader.drop_last,
+                          collate_fn=loader.collate_fn)
+    if loader.batch_sampler is not None:
+        return DataLoader(loader.dataset, batch_sampler=loader.batch_sampler, collate_fn=loader.collate_fn)
+    return DataLoader(loader.dataset, sampler=loader.sampler, batch_size=None, collate_fn=loader.collate_fn)
 
 
 def screen_for(trainer: L.Trainer, pl_module: L.LightningModule, pruner: Pruner,

@@ -149,6 +149,32 @@ def test_with_no_fine_tuning_epochs_every_step_is_judged_before_the_first_epoch(
         assert stats.keys() == seen.keys() and all(torch.equal(stats[k], seen[k]) for k in stats)
 
 
+@pytest.mark.parametrize("screen", [False, True])
+def test_batches_read_before_an_epoch_leave_the_fits_loaders_whole(digits_model, screen):
+    """With persistent loader workers, reading the first batches (BatchNorm re-estimation with
+    finetune_epochs=0, the screen) through the fit's own loaders took them from its next
+    epoch: epoch 0 came up short of batches and its validation never ran."""
+    from pl_pruning.data import DigitsDataModule
+
+    model, dm = copy.deepcopy(digits_model[0]), DigitsDataModule(seed=0, num_workers=1)
+    controller = PhaseController(phases=["global"], global_step=0.2, target_macs=0.7, max_drop=0.5,
+                                 finetune_epochs=0, final_epochs=2, screen=screen, screen_drop=0.99)
+    seen = {"batches": {}, "validations": []}
+
+    class Count(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            seen["batches"][trainer.current_epoch] = seen["batches"].get(trainer.current_epoch, 0) + 1
+
+        def on_validation_end(self, trainer, pl_module):
+            seen["validations"].append((trainer.current_epoch, trainer.num_val_batches[0]))
+
+    fit = trainer([EntropyStatistics(), controller, Count()], max_epochs=2)
+    fit.fit(model, datamodule=dm)
+    assert seen["batches"] == {0: fit.num_training_batches, 1: fit.num_training_batches}
+    assert [e for e, _ in seen["validations"][-2:]] == [0, 1]
+    assert controller.state == "done" and controller.report()["final_check"] is not None
+
+
 def test_a_metric_that_is_not_finite_rolls_the_step_back_with_a_warning(digits_model):
     model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
     controller = PhaseController(criterion="l1", max_steps=3, final_epochs=0, max_drop=0.5,
