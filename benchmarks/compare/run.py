@@ -21,6 +21,8 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
         pruning.target_macs=0.3333 pruning.reference=accepted pruning.max_drop=0.05 \
         pruning.global_step=0.1 pruning.grow=1 pruning.min_step=0.025
     # or at a given reduction (the goal's 3x), named torch_pruning_3x / l1_uniform_3x
+    # (a --budget other than 15 adds _e<budget>: torch_pruning_3x_e40; give pl_pruning runs
+    # the same suffix with --name at_once_3x_e40)
     python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5
     # table, plot and findings from every committed runs/*.json
     python benchmarks/compare/run.py render
@@ -272,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.reduction is not None and args.reduction <= 1:
         p.error(f"--reduction must be more than 1, got {args.reduction}")
     default = args.method if not args.reduction else f"{args.method}_{args.reduction:g}x"
-    args.name = args.name or ("two_phase" if args.method == "pl_pruning" else default)
+    default = "two_phase" if args.method == "pl_pruning" else default
+    args.name = args.name or default + (f"_e{args.budget}" if args.budget != 15 else "")  # another budget, another row
     record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)
     record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
