@@ -96,7 +96,7 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
         "method": "pl_pruning", "overrides": list(args.overrides),
         "baseline": results["baseline"], "pruned": results["pruned"],
         "macs_reduction": results["macs_reduction"], "acc_drop": results["acc_drop"],
-        "max_drop": report.get("max_drop"), "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
+        "max_drop": report.get("max_drop"), "channels": report.get("channels", {}).get("after"), "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
         "epochs": args.budget, "wall_s": round(seconds, 1),
         "resumed": resumed, "history": report["history"],
     }
@@ -230,6 +230,8 @@ def run_external(args: argparse.Namespace) -> dict:
     fit.fit(model, datamodule=dm, ckpt_path=last if resumed else None)
     acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
     cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
+    from pl_pruning.measure import channel_counts
+
     block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
                           "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
     return {
@@ -238,7 +240,7 @@ def run_external(args: argparse.Namespace) -> dict:
         "iterative_steps": steps if args.method == "torch_pruning" else 1,
         "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
         "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
-        "epochs": args.budget, "prune_s": round(prune_s, 1),
+        "channels": channel_counts(model.net, convs_only=True), "epochs": args.budget, "prune_s": round(prune_s, 1),
         "wall_s": round(time.perf_counter() - start, 1), "resumed": resumed,
     }
 
