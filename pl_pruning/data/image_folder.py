@@ -30,7 +30,7 @@ from pl_pruning.data.base import (
 )
 from pl_pruning.data.transforms import CIFAR10_MEAN, CIFAR10_STD, cifar_transforms
 from pl_pruning.errors import PlPruningError
-from pl_pruning.validate import check_fraction
+from pl_pruning.validate import check_fraction, check_int
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -120,6 +120,10 @@ class ImageFolderDataModule(ClassificationDataModule):
         image_size: side of the square images fed to the network.
         augment: random crop (padding 4) and horizontal flip on the training split.
         mean, std: normalisation (CIFAR-10's by default).
+        seed: the training batches' order, and the splits unless ``split_seed`` is given.
+        split_seed: the seed of the splits alone. A network trained on one split and
+            pruned under other seeds must keep that split: under another, its validation
+            set would be images it trained on.
     """
 
     def __init__(self, root: str, cache_dir: str | None = None,
@@ -127,8 +131,10 @@ class ImageFolderDataModule(ClassificationDataModule):
                  val_fraction: float = 0.1, test_fraction: float = 0.2, image_size: int = 32,
                  augment: bool = True, mean: Sequence[float] = CIFAR10_MEAN,
                  std: Sequence[float] = CIFAR10_STD, batch_size: int = 128,
-                 eval_batch_size: int | None = None, num_workers: int = 2, seed: int = 0) -> None:
+                 eval_batch_size: int | None = None, num_workers: int = 2, seed: int = 0,
+                 split_seed: int | None = None) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        self.split_seed = seed if split_seed is None else check_int("split_seed", split_seed, 0)
         if root is None or str(root) in ("", "???"):
             raise PlPruningError("data.root is required for data=image_folder: a folder or a .tar.gz")
         self.root = Path(str(root)).expanduser()
@@ -198,7 +204,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         if per_class is None:
             return idx
         targets = np.asarray(folder.targets)[idx]
-        return idx[balanced_subset(targets, per_class, self.seed + salt)]
+        return idx[balanced_subset(targets, per_class, self.split_seed + salt)]
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -212,7 +218,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         cuts = {"val": self.val_fraction, "test": self.test_fraction}
         cuts = {name: frac for name, frac in cuts.items() if name not in dirs}
         fractions = [1 - sum(cuts.values()), *cuts.values()]
-        parts = split_indices(np.asarray(pool_folder.targets)[pool], fractions, self.seed)
+        parts = split_indices(np.asarray(pool_folder.targets)[pool], fractions, self.split_seed)
         picked = {"train": pool[parts[0]]}
         picked.update({name: pool[p] for name, p in zip(cuts, parts[1:])})
         views = {}

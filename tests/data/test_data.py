@@ -112,6 +112,25 @@ def test_image_folder_single_pool_is_split_three_ways(tmp_path):
     assert not set(dm.train_set.indices) & set(dm.test_set.indices)
 
 
+def test_image_folder_split_seed_keeps_the_splits_while_the_seed_changes(tmp_path):
+    """A network trained on split 0 is pruned under seeds 0, 1, 2 with split_seed=0: the
+    validation images stay the ones it never trained on."""
+    _make_tree(tmp_path, per_class=10, splits=("",))
+
+    def splits(**kw):
+        dm = ImageFolderDataModule(root=str(tmp_path), image_size=8, val_fraction=0.2, test_fraction=0.2,
+                                   num_workers=0, **kw)
+        dm.setup()
+        return {name: sorted(getattr(dm, f"{name}_set").indices) for name in ("train", "val", "test")}, dm
+
+    base, _ = splits(seed=0)
+    assert splits(seed=1)[0] != base                 # by default the seed draws the splits
+    kept, dm = splits(seed=1, split_seed=0)
+    assert kept == base and dm.seed == 1             # the run's seed still orders the batches
+    with pytest.raises(PlPruningError, match="split_seed must be an integer >= 0"):
+        ImageFolderDataModule(root=str(tmp_path), split_seed=-1)
+
+
 def test_image_folder_missing_root_is_named():
     with pytest.raises(PlPruningError, match="data.root='/no/such/place' does not exist"):
         ImageFolderDataModule(root="/no/such/place")
