@@ -166,12 +166,12 @@ def test_batches_read_before_an_epoch_leave_the_fits_loaders_whole(digits_model,
             seen["batches"][trainer.current_epoch] = seen["batches"].get(trainer.current_epoch, 0) + 1
 
         def on_validation_end(self, trainer, pl_module):
-            seen["validations"].append((trainer.current_epoch, trainer.num_val_batches[0]))
+            seen["validations"].append(trainer.current_epoch)
 
     fit = trainer([EntropyStatistics(), controller, Count()], max_epochs=2)
     fit.fit(model, datamodule=dm)
     assert seen["batches"] == {0: fit.num_training_batches, 1: fit.num_training_batches}
-    assert [e for e, _ in seen["validations"][-2:]] == [0, 1]
+    assert seen["validations"][-2:] == [0, 1]  # every epoch validated (the steps' validations came first)
     assert controller.state == "done" and controller.report()["final_check"] is not None
 
 

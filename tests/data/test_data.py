@@ -113,7 +113,7 @@ def test_image_folder_single_pool_is_split_three_ways(tmp_path):
 
 
 def test_image_folder_split_seed_keeps_the_splits_while_the_seed_changes(tmp_path):
-    """A network trained on split 0 is pruned under seeds 0, 1, 2 with split_seed=0: the
+    """A network trained on split 0 is pruned under other seeds with split_seed=0: the
     validation images stay the ones it never trained on."""
     _make_tree(tmp_path, per_class=10, splits=("",))
 
