@@ -96,7 +96,8 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
         "method": "pl_pruning", "overrides": list(args.overrides),
         "baseline": results["baseline"], "pruned": results["pruned"],
         "macs_reduction": results["macs_reduction"], "acc_drop": results["acc_drop"],
-        "max_drop": report.get("max_drop"), "channels": report.get("channels", {}).get("after"), "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
+        "max_drop": report.get("max_drop"), "channels": report.get("channels", {}).get("after"),
+        "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
         "epochs": args.budget, "wall_s": round(seconds, 1),
         "resumed": resumed, "history": report["history"],
     }
@@ -197,7 +198,7 @@ def run_external(args: argparse.Namespace) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from pl_pruning.measure import measure_cost
+    from pl_pruning.measure import channel_counts, measure_cost
     from pl_pruning.module import ImageClassifier
 
     L.seed_everything(args.seed, workers=True)
@@ -230,8 +231,6 @@ def run_external(args: argparse.Namespace) -> dict:
     fit.fit(model, datamodule=dm, ckpt_path=last if resumed else None)
     acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
     cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
-    from pl_pruning.measure import channel_counts
-
     block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
                           "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
     return {
