@@ -27,8 +27,8 @@ RQ = {
     "RQ2 phases": ["two_phase", "global_only", "layerwise_only"],
     "RQ3 freeze, compensation": ["two_phase", "freeze_off", "compensation_off"],
     "External baselines at matched MACs": ["two_phase", "torch_pruning", "l1_uniform"],
-    "At the goal's 3x (pl_pruning given target_macs=0.3333)": ["two_phase_3x", "at_once_3x", "torch_pruning_3x",
-                                                               "l1_uniform_3x"],
+    "At the goal's 3x (pl_pruning given target_macs=0.3333)": ["two_phase_3x", "at_once_3x", "at_once_3x_freeze_off",
+                                                               "torch_pruning_3x", "l1_uniform_3x"],
     "At the goal's 3x within the goal's 40 epochs (--budget 40)": ["at_once_3x_e40", "torch_pruning_3x_e40",
                                                                   "l1_uniform_3x_e40"],
     "The controller before (commit 5c8aca5) and after the efficiency work": ["shipped", "two_phase"],
@@ -112,6 +112,7 @@ def efficiency(runs: list[dict]) -> list[str]:
 # Each pl_pruning setting and the external runs matched to it (same MACs, same budget).
 MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": ["torch_pruning_3x", "l1_uniform_3x"],
            "at_once_3x": ["torch_pruning_3x", "l1_uniform_3x"],
+           "at_once_3x_freeze_off": ["torch_pruning_3x", "l1_uniform_3x"],
            "at_once_3x_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"]}
 
 
