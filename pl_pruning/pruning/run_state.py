@@ -112,8 +112,9 @@ def load_run_state(state: dict[str, Any], defaults: RunState) -> RunState:
 
 
 def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
-    """A run's report: ``meta`` (monitor, mode, criterion ...), the baseline, the final (or
-    last accepted) network, the reductions, and every step as a dict."""
+    """A run's report: ``meta`` (monitor, mode, criterion, the configured phases ...), the
+    baseline, the final (or last accepted) network, the reductions, what each phase spent
+    and bought (``per_phase``), and every step as a dict."""
     history = [r.to_dict() for r in run.history]
     last = next((e for e in reversed(history) if e["phase"] == Phase.FINAL.value), None)
     check = run.final_check or {}
@@ -124,7 +125,7 @@ def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
     out: dict[str, Any] = {**meta, "baseline": {"metric": run.baseline, **base}, "history": history}
     if run.final_check is not None:
         out["final_check"] = run.final_check
-    out["phases"] = per_phase(history)
+    out["per_phase"] = per_phase(history)
     if last is not None and base:
         out["final"] = {"metric": last["metric"], "macs": last["macs"], "params": last["params"]}
         out["macs_reduction"] = base["macs"] / max(1, last["macs"])

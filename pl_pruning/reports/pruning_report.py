@@ -18,7 +18,8 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    """Every step of the run as a markdown table, with a summary line on top."""
+    """Every step of the run as a markdown table, with a summary line and what each phase
+    spent and bought (steps, fine-tuning epochs, MACs removed) on top."""
     lines = [f"# Pruning report ({report['criterion']}, phases {', '.join(report['phases'])}, "
              f"max_drop {report['max_drop']})", ""]
     if "final" in report:
@@ -27,6 +28,14 @@ def markdown_table(report: dict[str, Any]) -> str:
                   f"MACs {base['macs'] / 1e6:.3f} M -> {final['macs'] / 1e6:.3f} M "
                   f"({report['macs_reduction']:.2f}x fewer); params {base['params'] / 1e6:.4f} M -> "
                   f"{final['params'] / 1e6:.4f} M ({report['params_reduction']:.2f}x fewer)", ""]
+    if report.get("per_phase"):
+        lines += ["| phase | steps | accepted | fine-tuning epochs | MACs removed (M) | per epoch (M) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for phase, row in report["per_phase"].items():
+            rate = row["macs_removed_per_epoch"]
+            lines.append(f"| {phase} | {row['steps']} | {row['accepted']} | {row['epochs']} | "
+                         f"{row['macs_removed'] / 1e6:.3f} | {'-' if rate is None else f'{rate / 1e6:.3f}'} |")
+        lines.append("")
     lines += ["| # | phase | layer | step | metric | drop | MACs (M) | params (M) | removed | decision |",
               "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for i, e in enumerate(report["history"]):

@@ -42,9 +42,10 @@ def test_the_report_carries_the_per_phase_summary():
     run.history = [StepRecord(phase="baseline", layer=None, step=0.0, macs=1000, params=10, metric=0.9),
                    StepRecord(phase="global", layer=None, step=0.1, macs=800, params=8, metric=0.9,
                               drop=0.0, accepted=True)]
-    report = summarize(run, monitor="val_acc")
-    assert report["phases"]["global"]["macs_removed"] == 200
-    assert "layerwise" not in report["phases"]
+    report = summarize(run, monitor="val_acc", phases=["global", "layerwise"])
+    assert report["per_phase"]["global"]["macs_removed"] == 200
+    assert "layerwise" not in report["per_phase"]
+    assert report["phases"] == ["global", "layerwise"]  # the configured phases, not overwritten
 
 
 def test_the_report_names_the_network_returned_after_the_final_check():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from pl_pruning.pruning.run_state import per_phase
 from pl_pruning.reports.pruning_report import markdown_table, write_pruning_report
 
 
@@ -34,6 +35,14 @@ def test_markdown_table_has_a_summary_and_one_row_per_step():
     assert "val_acc: 0.9800 -> 0.9700; MACs 2.000 M -> 0.500 M (4.00x fewer)" in md
     assert "| 2 | layerwise | net.features.3 | 0.250 | 0.9000 | +0.0800 | 0.800 | 0.0800 | 8 | rolled back |" in md
     assert md.count("| accepted |") == 3
+
+
+def test_markdown_table_shows_what_each_phase_spent_and_bought():
+    md = markdown_table({**REPORT, "per_phase": per_phase(REPORT["history"])})
+    assert "| global | 1 | 1 | 1 | 1.000 | 1.000 |" in md
+    assert "| layerwise | 1 | 0 | 1 | 0.000 | 0.000 |" in md
+    judged_at_once = [{**e, "finetuned_epochs": 0} if e["phase"] == "global" else e for e in REPORT["history"]]
+    assert "| global | 1 | 1 | 0 | 1.000 | - |" in markdown_table({**REPORT, "per_phase": per_phase(judged_at_once)})
 
 
 def test_write_pruning_report_writes_json_markdown_and_two_plots(tmp_path):
