@@ -1,4 +1,5 @@
-"""Table, plot and findings of the equal-budget comparison, from ``runs/*.json`` only.
+"""Table, plot and findings of the equal-budget comparison, from ``runs/*.json`` (and the
+side-by-side latencies of ``latency.json``) only.
 
     python benchmarks/compare/run.py render
 
@@ -29,7 +30,7 @@ RQ = {
     "External baselines at matched MACs": ["two_phase", "torch_pruning", "l1_uniform"],
     "At the goal's 3x (pl_pruning given target_macs=0.3333)": ["two_phase_3x", "at_once_3x", "at_once_3x_freeze_off",
                                                                "torch_pruning_3x", "l1_uniform_3x"],
-    "At the goal's 3x within the goal's 40 epochs (--budget 40)": ["at_once_3x_e40", "torch_pruning_3x_e40",
+    "At the goal's 3x within the goal's 40 epochs (--budget 40)": ["at_once_3x_freeze_off_e40", "torch_pruning_3x_e40",
                                                                   "l1_uniform_3x_e40"],
     "The controller before (commit 5c8aca5) and after the efficiency work": ["shipped", "two_phase"],
 }
@@ -54,18 +55,9 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
         acc = _mean_std([r["pruned"]["test_acc"] * 100 for r in rs])
         drop = _mean_std([r["acc_drop"] * 100 for r in rs])
         red = _mean_std([r["macs_reduction"] for r in rs])
-        lat = [r["pruned"].get("latency_ms") for r in rs if r["pruned"].get("latency_ms") is not None]
-        base_lat = [r["baseline"].get("latency_ms") for r in rs if r["baseline"].get("latency_ms") is not None]
-        # dense / pruned, both measured in the same run: milliseconds from runs on a shared
-        # machine at different times are not comparable, their ratio within one run is
-        speedup = [r["baseline"]["latency_ms"] / r["pruned"]["latency_ms"] for r in rs
-                   if r["baseline"].get("latency_ms") and r["pruned"].get("latency_ms")]
         out[name] = {"n": len(rs), "seeds": sorted(r["seed"] for r in rs), "acc": acc, "drop": drop,
                      "macs_reduction": red, "method": rs[0]["method"], "max_drop": rs[0].get("max_drop"),
                      "budget": max(r["budget"] for r in rs),
-                     "latency_ms": statistics.fmean(lat) if lat else None,
-                     "baseline_latency_ms": statistics.fmean(base_lat) if base_lat else None,
-                     "speedup": statistics.fmean(speedup) if speedup else None,
                      "baseline_acc": statistics.fmean(r["baseline"]["test_acc"] * 100 for r in rs)}
     return out
 
@@ -75,15 +67,23 @@ def _pm(ms: tuple[float, float | None], spec: str = ".2f", unit: str = "") -> st
     return f"{mean:{spec}}{unit}" + (f" ± {std:{spec}}{unit}" if std is not None else " (1 seed)")
 
 
-def table(rows: dict[str, dict], names: list[str]) -> list[str]:
-    lines = ["| setting | runs | test acc (%) | drop (points) | MACs reduction | latency speed-up |",
+def speedups() -> dict[str, float]:
+    """``{setting: PyTorch speed-up at batch 64}`` from ``latency.json`` (``latency.py``: each
+    setting's pruned shape timed side by side with the dense network)."""
+    path = HERE / "latency.json"
+    rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+    return {r["setting"]: r["speedup"] for r in rows if r["batch"] == 64}
+
+
+def table(rows: dict[str, dict], names: list[str], speedup: dict[str, float]) -> list[str]:
+    lines = ["| setting | runs | test acc (%) | drop (points) | MACs reduction | latency speed-up (batch 64) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name in names:
         s = rows.get(name)
         if s is None:
             lines.append(f"| {name} | 0 | not run yet | | | |")
             continue
-        lat = f"{s['speedup']:.2f}x" if s["speedup"] is not None else "-"
+        lat = f"{speedup[name]:.2f}x" if name in speedup else "-"
         lines.append(f"| {name} | {s['n']} | {_pm(s['acc'])} | {_pm(s['drop'])} | "
                      f"{_pm(s['macs_reduction'], unit='x')} | {lat} |")
     return lines
@@ -113,7 +113,7 @@ def efficiency(runs: list[dict]) -> list[str]:
 MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": ["torch_pruning_3x", "l1_uniform_3x"],
            "at_once_3x": ["torch_pruning_3x", "l1_uniform_3x"],
            "at_once_3x_freeze_off": ["torch_pruning_3x", "l1_uniform_3x"],
-           "at_once_3x_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"]}
+           "at_once_3x_freeze_off_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"]}
 
 
 def findings(rows: dict[str, dict]) -> list[str]:
@@ -194,7 +194,7 @@ def plot(runs: list[dict], path: Path) -> None:
 
 def render() -> None:
     runs = load()
-    rows = summarise(runs)
+    rows, lat = summarise(runs), speedups()
     with open(HERE / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["name", "method", "seed", "budget", "baseline_test_acc", "test_acc", "acc_drop",
@@ -209,13 +209,15 @@ def render() -> None:
            "its budget of epochs in all (15, the harness default; 40 for names ending in _e40). "
            "Mean ± standard deviation over seeds; "
            "'(1 seed)' marks a single run. Latency speed-up: the dense network's CPU latency over the "
-           "pruned one's (batch 64), both taken by the run itself; the runs shared 2 cores with other "
-           "jobs, so read the speed-ups as rough.", ""]
+           "pruned one's in eager PyTorch at batch 64, one thread, the two timed side by side by "
+           "`latency.py` (`latency.md` has batch 1 and ONNX Runtime); '-' where the run recorded no "
+           "shape. `results.csv` keeps the latencies each run took of itself at its end, on a shared "
+           "machine: those do not compare across runs.", ""]
     for title, names in RQ.items():
-        md += [f"## {title}", "", *table(rows, names), ""]
+        md += [f"## {title}", "", *table(rows, names, lat), ""]
     others = sorted(set(rows) - {n for names in RQ.values() for n in names})
     if others:
-        md += ["## Other settings", "", *table(rows, others), ""]
+        md += ["## Other settings", "", *table(rows, others, lat), ""]
     md += ["## Epochs and what they bought (pl_pruning runs)", "", *efficiency(runs), ""]
     md += ["## Findings (computed from the table)", "", *findings(rows), ""]
     (HERE / "results.md").write_text("\n".join(md))
