@@ -4,7 +4,8 @@ side-by-side latencies of ``latency.json``) only.
     python benchmarks/compare/run.py render
 
 Writes ``results.csv`` (one row per run), ``results.md`` (mean ± std per setting, the
-RQ tables, findings computed from the numbers) and ``accuracy_vs_macs.png``.
+RQ tables, findings computed from the numbers), ``accuracy_vs_macs.png`` and
+``val_curves_3x.png`` (validation accuracy per epoch of the 3x runs).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ RQ = {
     "External baselines at matched MACs": ["two_phase", "torch_pruning", "l1_uniform"],
     "At the goal's 3x (pl_pruning given target_macs=0.3333)": ["two_phase_3x", "at_once_3x", "at_once_3x_freeze_off",
                                                                "torch_pruning_3x", "l1_uniform_3x"],
+    "Ablations of the best setting at 3x (at_once_3x_freeze_off, one lever changed)": [
+        "at_once_3x_freeze_off", "at_once_3x", "at_once_3x_freeze_off_criterion_l1",
+        "at_once_3x_freeze_off_normalize_none", "at_once_3x_freeze_off_distill_off"],
     "At the goal's 3x within the goal's 40 epochs (--budget 40)": ["at_once_3x_freeze_off_e40", "torch_pruning_3x_e40",
                                                                   "l1_uniform_3x_e40"],
     "The controller before (commit 5c8aca5) and after the efficiency work": ["shipped", "two_phase"],
@@ -192,6 +196,38 @@ def plot(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_curves(runs: list[dict], names: list[str], path: Path) -> None:
+    """Validation accuracy after each epoch of the budget, per setting: the mean over its
+    seeds, and the range of the seeds shaded (runs record ``val_curve``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("tab10")
+    for i, name in enumerate(names):
+        curves = [r["val_curve"] for r in runs if r["name"] == name and r.get("val_curve")]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        epochs = range(1, n + 1)
+        cols = [[c[e] * 100 for c in curves] for e in range(n)]
+        ax.plot(epochs, [statistics.fmean(v) for v in cols], color=cmap(i % 10), lw=1.5,
+                label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        if len(curves) > 1:
+            ax.fill_between(epochs, [min(v) for v in cols], [max(v) for v in cols], color=cmap(i % 10), alpha=0.2)
+    ax.set_xlabel("epoch of the budget")
+    ax.set_ylabel("validation accuracy (%, 5 000 images)")
+    ax.set_title("Recovery at 3x fewer MACs, 15 epochs (mean over seeds, range shaded)")
+    ax.set_ylim(bottom=65)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def render() -> None:
     runs = load()
     rows, lat = summarise(runs), speedups()
@@ -223,4 +259,5 @@ def render() -> None:
     (HERE / "results.md").write_text("\n".join(md))
     if runs:
         plot(runs, HERE / "accuracy_vs_macs.png")
+        plot_curves(runs, RQ["At the goal's 3x (pl_pruning given target_macs=0.3333)"], HERE / "val_curves_3x.png")
     print("\n".join(md))

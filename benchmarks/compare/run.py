@@ -68,6 +68,21 @@ def _save(record: dict) -> Path:
     return path
 
 
+def val_curve(folder: Path) -> list[float]:
+    """Validation accuracy after each training epoch of the run in ``folder``, from its CSV
+    logs (every version: a resumed run logs a new one). Validations at step 0 (the
+    controller's judgments before the first epoch) are not epochs and are left out."""
+    import csv
+
+    by_epoch: dict[int, float] = {}
+    for path in sorted(folder.glob("csv/**/metrics.csv"), key=lambda p: p.stat().st_mtime):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("val_acc") and int(row["step"]) > 0:
+                    by_epoch[int(row["epoch"])] = float(row["val_acc"])
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 def _machine() -> str:
     import torch
 
@@ -99,7 +114,7 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
         "max_drop": report.get("max_drop"), "channels": report.get("channels", {}).get("after"),
         "surgeries": len(steps), "accepted": sum(bool(e["accepted"]) for e in steps),
         "epochs": args.budget, "wall_s": round(seconds, 1),
-        "resumed": resumed, "history": report["history"],
+        "resumed": resumed, "val_curve": val_curve(folder), "history": report["history"],
     }
 
 
@@ -241,6 +256,7 @@ def run_external(args: argparse.Namespace) -> dict:
         "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
         "channels": channel_counts(model.net, convs_only=True), "epochs": args.budget, "prune_s": round(prune_s, 1),
         "wall_s": round(time.perf_counter() - start, 1), "resumed": resumed,
+        "val_curve": val_curve(folder),
     }
 
 
