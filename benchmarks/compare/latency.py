@@ -4,7 +4,7 @@ The runs time their own networks at their end, on a machine shared with other ru
 at different times, so their figures do not compare (the same 32-step cut timed 2.0x and
 3.2x faster in two runs). Here every setting's pruned shape (the conv channels its run
 recorded; ``before_finetune.json`` for runs made before the runs recorded them) is rebuilt
-from the dense VGG-16-BN x0.25 by removing filters, and timed interleaved with the dense
+from the comparison's dense network (``run.py``'s, VGG-16-BN x0.25) by removing filters, and timed interleaved with the dense
 network in one process (:func:`pl_pruning.measure.compare`: median over rounds, one
 thread), in eager PyTorch and ONNX Runtime, at batch 1 and 64. Latency depends on the
 shape only, not on the weights, so one network per setting (its lowest seed) stands for
@@ -15,6 +15,7 @@ all its seeds; ``shape_seeds`` lists the seeds whose shape was identical.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -73,18 +74,22 @@ def rebuild(dense: torch.nn.Module, channels: dict[str, int], example: torch.Ten
 
 
 def main() -> None:
-    from pl_pruning.measure import compare
-    from pl_pruning.models import build_model
+    import run  # the harness: the comparison's network, built as every run builds it
 
+    from pl_pruning.measure import compare
+
+    os.chdir(run.ROOT)
     torch.manual_seed(0)
-    dense = build_model("vgg16", num_classes=10, in_channels=3, width=0.25).eval()
-    example = torch.zeros(1, 3, 32, 32)
+    args = argparse.Namespace(experiment=run.EXPERIMENT, checkpoint=str(run.CHECKPOINT), seed=0)
+    _, dm, dense = run._setup(args)
+    dense.eval()
+    example = torch.zeros(1, *dm.input_shape)
     start, load_start = time.time(), os.getloadavg()
     rows = []
     for setting, shape in sorted(shapes().items()):
         pruned = rebuild(dense, shape["channels"], example)
         for batch in BATCHES:
-            c = compare(dense, pruned, torch.randn(batch, 3, 32, 32), num_threads=1, onnx=True,
+            c = compare(dense, pruned, torch.randn(batch, *dm.input_shape), num_threads=1, onnx=True,
                         min_run_time=3.0, rounds=5)
             rows.append({"setting": setting, "batch": batch, "macs": c.after.macs,
                          "macs_reduction": round(c.ratios["macs"], 3),
