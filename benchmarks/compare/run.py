@@ -26,6 +26,9 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
     python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5
     # table, plot and findings from every committed runs/*.json
     python benchmarks/compare/run.py render
+    # before a session ends: copy unfinished runs' last checkpoints to partial/ (commit it);
+    # the same command on a fresh checkout then continues from there
+    python benchmarks/compare/run.py park
 
 Each run writes ``runs/<name>_seed<seed>.json`` as soon as it ends, so the work can be
 split across sessions; ``render`` rebuilds ``results.csv``, ``results.md`` and
@@ -39,6 +42,7 @@ import copy
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -47,6 +51,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RUNS = HERE / "runs"
+# Unfinished runs' resume points, committed (``park``) so that a fresh checkout continues them.
+PARTIAL = HERE / "partial"
+# Where a run keeps the checkpoint it resumes from: the pl-prune app's, the external fine-tune's.
+RESUME_POINTS = ("pruning_checkpoints/last.ckpt", "checkpoints/last.ckpt")
 EXPERIMENT = "converged_vgg16_w025"
 # The 60-epoch baseline (benchmarks/converged/README.md); vgg16_w025_seed0.pt (30 epochs) is
 # not converged by the criterion there and is only for trying the harness out.
@@ -65,7 +73,44 @@ def _save(record: dict) -> Path:
     path = RUNS / f"{record['name']}_seed{record['seed']}.json"
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
+    parked = PARTIAL / path.stem
+    if parked.is_dir():  # finished: its resume point is history
+        shutil.rmtree(parked)
+        print(f"removed {parked} (the run has finished)")
     return path
+
+
+def park() -> list[Path]:
+    """Copy every unfinished run's resume point (its last checkpoint) and CSV logs from
+    ``outputs/`` (not committed) to ``partial/`` (committed): a session's machine may not
+    outlive it, and a run given the same command on a fresh checkout continues from there."""
+    parked = []
+    for folder in sorted((HERE / "outputs").glob("*_seed*")):
+        if (RUNS / f"{folder.name}.json").is_file():
+            continue
+        points = [folder / p for p in RESUME_POINTS if (folder / p).is_file()]
+        if not points:
+            print(f"{folder.name}: no finished epoch yet, nothing to park")
+            continue
+        target = PARTIAL / folder.name
+        if target.exists():
+            shutil.rmtree(target)
+        for point in points:
+            (target / point.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(point, target / point.relative_to(folder))
+        if (folder / "csv").is_dir():  # the validation curve so far
+            shutil.copytree(folder / "csv", target / "csv")
+        print(f"parked {folder.name} in {target}")
+        parked.append(target)
+    return parked
+
+
+def _unpark(folder: Path) -> None:
+    """Put a parked run's resume point back in its working folder, unless it has its own."""
+    parked = PARTIAL / folder.name
+    if parked.is_dir() and not any((folder / p).is_file() for p in RESUME_POINTS):
+        shutil.copytree(parked, folder, dirs_exist_ok=True)
+        print(f"continuing from {parked}")
 
 
 def val_curve(folder: Path) -> list[float]:
@@ -95,6 +140,7 @@ def _machine() -> str:
 def run_pl_pruning(args: argparse.Namespace) -> dict:
     """``pl-prune`` from the converged checkpoint with the two_phase preset (+ overrides)."""
     folder = _run_folder(args)  # the app resumes from it, as any pl-prune run does
+    _unpark(folder)
     resumed = (folder / "pruning_checkpoints" / "last.ckpt").is_file()
     overrides = [f"experiment={args.experiment}", f"model.checkpoint={Path(args.checkpoint).resolve()}",
                  "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
@@ -229,6 +275,7 @@ def run_external(args: argparse.Namespace) -> dict:
     prune_s = time.perf_counter() - start
     # The pruning above is deterministic, so the fine-tune resumes from its last checkpoint.
     folder = _run_folder(args)
+    _unpark(folder)
     last = folder / "checkpoints" / "last.ckpt"
     resumed = last.is_file()
 
@@ -265,7 +312,7 @@ def run_external(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("method", choices=["pl_pruning", "torch_pruning", "l1_uniform", "render"])
+    p.add_argument("method", choices=["pl_pruning", "torch_pruning", "l1_uniform", "render", "park"])
     p.add_argument("overrides", nargs="*", help="Hydra overrides for pl_pruning runs (ablations)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, default=15, help="training epochs of every method")
@@ -283,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
         from render import render
 
         render()
+        return
+    if args.method == "park":
+        park()
         return
     if args.method != "pl_pruning" and not (args.match or args.reduction):
         p.error(f"{args.method} needs --match <run> (the pl_pruning run whose MACs it must reach) or --reduction")
