@@ -54,7 +54,8 @@ RUNS = HERE / "runs"
 # Unfinished runs' resume points, committed (``park``) so that a fresh checkout continues them.
 PARTIAL = HERE / "partial"
 # Where a run keeps the checkpoint it resumes from: the pl-prune app's, the external fine-tune's.
-RESUME_POINTS = ("pruning_checkpoints/last.ckpt", "checkpoints/last.ckpt")
+PL_PRUNING_RESUME, EXTERNAL_RESUME = "pruning_checkpoints/last.ckpt", "checkpoints/last.ckpt"
+RESUME_POINTS = (PL_PRUNING_RESUME, EXTERNAL_RESUME)
 EXPERIMENT = "converged_vgg16_w025"
 # The 60-epoch baseline (benchmarks/converged/README.md); vgg16_w025_seed0.pt (30 epochs) is
 # not converged by the criterion there and is only for trying the harness out.
@@ -141,7 +142,7 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
     """``pl-prune`` from the converged checkpoint with the two_phase preset (+ overrides)."""
     folder = _run_folder(args)  # the app resumes from it, as any pl-prune run does
     _unpark(folder)
-    resumed = (folder / "pruning_checkpoints" / "last.ckpt").is_file()
+    resumed = (folder / PL_PRUNING_RESUME).is_file()
     overrides = [f"experiment={args.experiment}", f"model.checkpoint={Path(args.checkpoint).resolve()}",
                  "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
                  f"hydra.run.dir={folder}", "callbacks.rich_progress_bar=null",
@@ -276,7 +277,7 @@ def run_external(args: argparse.Namespace) -> dict:
     # The pruning above is deterministic, so the fine-tune resumes from its last checkpoint.
     folder = _run_folder(args)
     _unpark(folder)
-    last = folder / "checkpoints" / "last.ckpt"
+    last = folder / EXTERNAL_RESUME
     resumed = last.is_file()
 
     def trainer(epochs, checkpoints=False):
