@@ -42,7 +42,6 @@ import copy
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -50,6 +49,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+import parking  # noqa: E402  (benchmarks/parking.py, shared with benchmarks/converged/)
+
 RUNS = HERE / "runs"
 # Unfinished runs' resume points, committed (``park``) so that a fresh checkout continues them.
 PARTIAL = HERE / "partial"
@@ -74,10 +76,7 @@ def _save(record: dict) -> Path:
     path = RUNS / f"{record['name']}_seed{record['seed']}.json"
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
-    parked = PARTIAL / path.stem
-    if parked.is_dir():  # finished: its resume point is history
-        shutil.rmtree(parked)
-        print(f"removed {parked} (the run has finished)")
+    parking.release(PARTIAL, path.stem)
     return path
 
 
@@ -85,33 +84,12 @@ def park() -> list[Path]:
     """Copy every unfinished run's resume point (its last checkpoint) and CSV logs from
     ``outputs/`` (not committed) to ``partial/`` (committed): a session's machine may not
     outlive it, and a run given the same command on a fresh checkout continues from there."""
-    parked = []
-    for folder in sorted((HERE / "outputs").glob("*_seed*")):
-        if (RUNS / f"{folder.name}.json").is_file():
-            continue
-        points = [folder / p for p in RESUME_POINTS if (folder / p).is_file()]
-        if not points:
-            print(f"{folder.name}: no finished epoch yet, nothing to park")
-            continue
-        target = PARTIAL / folder.name
-        if target.exists():
-            shutil.rmtree(target)
-        for point in points:
-            (target / point.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(point, target / point.relative_to(folder))
-        if (folder / "csv").is_dir():  # the validation curve so far
-            shutil.copytree(folder / "csv", target / "csv")
-        print(f"parked {folder.name} in {target}")
-        parked.append(target)
-    return parked
+    return parking.park(HERE / "outputs", PARTIAL, RESUME_POINTS,
+                        finished=lambda name: (RUNS / f"{name}.json").is_file())
 
 
 def _unpark(folder: Path) -> None:
-    """Put a parked run's resume point back in its working folder, unless it has its own."""
-    parked = PARTIAL / folder.name
-    if parked.is_dir() and not any((folder / p).is_file() for p in RESUME_POINTS):
-        shutil.copytree(parked, folder, dirs_exist_ok=True)
-        print(f"continuing from {parked}")
+    parking.unpark(folder, PARTIAL, RESUME_POINTS)
 
 
 def val_curve(folder: Path) -> list[float]:
