@@ -98,9 +98,11 @@ def table(rows: dict[str, dict], names: list[str], speedup: dict[str, float]) ->
 
 def efficiency(runs: list[dict]) -> list[str]:
     """Per pl_pruning run: fine-tuning epochs spent on steps and MACs removed per such epoch,
-    per phase (the final fine-tune is not counted), and wall time."""
+    per phase (the final fine-tune is not counted), steps accepted, the kept cut's validation
+    accuracy before the final fine-tune, and wall time."""
     lines = ["| run | seed | Phase I epochs | Phase I MACs removed / epoch | Phase II epochs | "
-             "Phase II MACs removed / epoch | wall (min) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Phase II MACs removed / epoch | steps accepted | validation before the final fine-tune | wall (min) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in runs:
         if r["method"] != "pl_pruning":
             continue
@@ -111,6 +113,9 @@ def efficiency(runs: list[dict]) -> list[str]:
             rate = row["macs_removed_per_epoch"]  # None: judged at once (finetune_epochs=0)
             cells += [str(row["epochs"]), f"{rate / 1e6:.2f} M" if rate is not None else
                       f"{row['macs_removed'] / 1e6:.2f} M before any epoch"]
+        steps = [e for e in r["history"] if e["phase"] in ("global", "layerwise")]
+        kept = [e["metric"] for e in steps if e["accepted"]]
+        cells += [f"{len(kept)} / {len(steps)}", f"{kept[-1]:.4f}" if kept else "-"]
         lines.append(f"| {r['name']} | {r['seed']} | {' | '.join(cells)} | "
                      f"{r['wall_s'] / 60:.0f}{' (resumed)' if r.get('resumed') else ''} |")
     return lines
