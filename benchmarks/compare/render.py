@@ -207,6 +207,68 @@ def plot(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def cut_before_finetune(run: dict) -> float | None:
+    """Validation accuracy of the cut a pl_pruning run kept, before its final fine-tune
+    (BatchNorm re-estimated: the controller's own judgment of its last accepted step)."""
+    kept = [e["metric"] for e in run.get("history", []) if e["phase"] in ("global", "layerwise") and e["accepted"]]
+    return kept[-1] if kept else None
+
+
+def plot_cut_vs_final(runs: list[dict], path: Path, budget: int = 15) -> list[str]:
+    """Each at-once 3x run (steps judged before any training): its cut's validation before
+    fine-tuning against its test accuracy after the budget. Also the external methods' seed-0
+    cuts (``before_finetune.json``, BatchNorm re-estimated the same way). Returns a line with
+    the rank correlation over the pl_pruning runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours = [(cut_before_finetune(r), r) for r in runs if r["method"] == "pl_pruning" and r["budget"] == budget
+            and "pruning.finetune_epochs=0" in r.get("overrides", [])]
+    ours = [(c, r) for c, r in ours if c is not None]
+    if len(ours) < 3:
+        return []
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    cmap = plt.get_cmap("tab10")
+    names = sorted({r["name"] for _, r in ours})
+    for i, name in enumerate(names):
+        pts = [(c * 100, r["pruned"]["test_acc"] * 100) for c, r in ours if r["name"] == name]
+        ax.scatter(*zip(*pts), color=cmap(i % 10), s=40, marker="o" if i < 10 else "^", label=name)
+    cuts = json.loads((HERE / "before_finetune.json").read_text()) if (HERE / "before_finetune.json").exists() else {}
+    for j, name in enumerate(n for n in ("torch_pruning_3x", "l1_uniform_3x") if n in cuts):
+        final = [r["pruned"]["test_acc"] * 100 for r in runs if r["name"] == name and r["seed"] == 0]
+        if final and cuts[name].get("val_acc_batchnorm_reestimated") is not None:
+            ax.scatter(cuts[name]["val_acc_batchnorm_reestimated"] * 100, final[0], marker="s", s=50,
+                       color="black" if j == 0 else "dimgrey", label=f"{name} (seed 0)")
+    x = [c for c, _ in ours]
+    y = [r["pruned"]["test_acc"] for _, r in ours]
+    rho = _spearman(x, y)
+    ax.set_xlabel("validation accuracy of the kept cut before fine-tuning (%, BatchNorm re-estimated)")
+    ax.set_ylabel(f"test accuracy after {budget} epochs (%)")
+    ax.set_title(f"The judged cut against the fine-tuned network (Spearman {rho:+.2f} over {len(ours)} runs)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [f"- Over the {len(ours)} at-once 3x runs of {budget} epochs, the rank correlation between the kept cut's "
+            f"validation before fine-tuning and the test accuracy after it is {rho:+.2f} (`{path.name}`)."]
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    def ranks(v):
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        for rank, i in enumerate(order):
+            r[i] = float(rank)
+        return r
+    rx, ry = ranks(x), ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+
+
 def plot_curves(runs: list[dict], names: list[str], path: Path, epochs: int) -> None:
     """Validation accuracy after each epoch of the budget, per setting: the mean over its
     seeds, and the range of the seeds shaded (runs record ``val_curve``)."""
@@ -266,7 +328,8 @@ def render() -> None:
     if others:
         md += ["## Other settings", "", *table(rows, others, lat), ""]
     md += ["## Epochs and what they bought (pl_pruning runs)", "", *efficiency(runs), ""]
-    md += ["## Findings (computed from the table)", "", *findings(rows), ""]
+    cut_lines = plot_cut_vs_final(runs, HERE / "cut_vs_final.png") if runs else []
+    md += ["## Findings (computed from the table)", "", *findings(rows), *cut_lines, ""]
     (HERE / "results.md").write_text("\n".join(md))
     if runs:
         plot(runs, HERE / "accuracy_vs_macs.png")
