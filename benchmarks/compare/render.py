@@ -215,7 +215,7 @@ def cut_before_finetune(run: dict) -> float | None:
 
 
 def plot_cut_vs_final(runs: list[dict], path: Path, budget: int = 15) -> list[str]:
-    """Each at-once 3x run (steps judged before any training): its cut's validation before
+    """Each at-once run that reached 3x (steps judged before any training): its cut's validation before
     fine-tuning against its test accuracy after the budget. Also the external methods' seed-0
     cuts (``before_finetune.json``, BatchNorm re-estimated the same way). Returns a line with
     the rank correlation over the pl_pruning runs."""
@@ -225,7 +225,7 @@ def plot_cut_vs_final(runs: list[dict], path: Path, budget: int = 15) -> list[st
     import matplotlib.pyplot as plt
 
     ours = [(cut_before_finetune(r), r) for r in runs if r["method"] == "pl_pruning" and r["budget"] == budget
-            and "pruning.finetune_epochs=0" in r.get("overrides", [])]
+            and "pruning.finetune_epochs=0" in r.get("overrides", []) and abs(r["macs_reduction"] - 3) < 0.1]
     ours = [(c, r) for c, r in ours if c is not None]
     if len(ours) < 3:
         return []
