@@ -114,8 +114,8 @@ def efficiency(runs: list[dict]) -> list[str]:
             cells += [str(row["epochs"]), f"{rate / 1e6:.2f} M" if rate is not None else
                       f"{row['macs_removed'] / 1e6:.2f} M before any epoch"]
         steps = [e for e in r["history"] if e["phase"] in ("global", "layerwise")]
-        kept = [e["metric"] for e in steps if e["accepted"]]
-        cells += [f"{len(kept)} / {len(steps)}", f"{kept[-1]:.4f}" if kept else "-"]
+        cut = cut_before_finetune(r)
+        cells += [f"{sum(e['accepted'] for e in steps)} / {len(steps)}", f"{cut:.4f}" if cut is not None else "-"]
         lines.append(f"| {r['name']} | {r['seed']} | {' | '.join(cells)} | "
                      f"{r['wall_s'] / 60:.0f}{' (resumed)' if r.get('resumed') else ''} |")
     return lines
