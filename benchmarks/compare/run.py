@@ -24,6 +24,9 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
     # (a --budget other than 15 adds _e<budget>: torch_pruning_3x_e40; give pl_pruning runs
     # the same suffix with --name at_once_3x_e40)
     python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5
+    # the external fine-tune from another starting rate (named torch_pruning_3x_lr0.05); a
+    # pl_pruning run takes it as an override, pruning.finetune_lr=0.05
+    python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5 --lr 0.05
     # table, plot and findings from every committed runs/*.json
     python benchmarks/compare/run.py render
     # before a session ends: copy unfinished runs' last checkpoints to partial/ (commit it);
@@ -62,7 +65,7 @@ EXPERIMENT = "converged_vgg16_w025"
 # The 60-epoch baseline (benchmarks/converged/README.md); vgg16_w025_seed0.pt (30 epochs) is
 # not converged by the criterion there and is only for trying the harness out.
 CHECKPOINT = ROOT / "benchmarks" / "converged" / "vgg16_w025_e60_seed0.pt"
-FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr: every method fine-tunes at it
+FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr, and the external pipelines' default (--lr)
 
 
 def _run_folder(args: argparse.Namespace) -> Path:
@@ -266,7 +269,7 @@ def run_external(args: argparse.Namespace) -> dict:
     base_model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape)
     base_acc = float(trainer(1).test(base_model, datamodule=dm, verbose=False)[0]["test_acc"])
     model = ImageClassifier(pruned, num_classes=dm.num_classes, input_shape=dm.input_shape,
-                            optimizer="sgd", lr=FINETUNE_LR, momentum=0.9, weight_decay=cfg.optim.weight_decay,
+                            optimizer="sgd", lr=args.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay,
                             nesterov=True, scheduler="cosine")
     fit = trainer(args.budget, checkpoints=True)
     fit.fit(model, datamodule=dm, ckpt_path=last if resumed else None)
@@ -276,7 +279,7 @@ def run_external(args: argparse.Namespace) -> dict:
                           "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
     return {
         "method": args.method, "matched": args.match, "reduction_asked": args.reduction,
-        "target_macs": target, "ratio": ratio,
+        "target_macs": target, "ratio": ratio, "finetune_lr": args.lr,
         "iterative_steps": steps if args.method == "torch_pruning" else 1,
         "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
         "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
@@ -301,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--match", help="run (<name>_seed<seed>) whose pruned MACs the baseline must reach")
     p.add_argument("--reduction", type=float, help="external runs without --match: reach this MACs reduction")
     p.add_argument("--steps", type=int, default=5, help="with --reduction: Torch-Pruning's iterative steps")
+    p.add_argument("--lr", type=float, default=FINETUNE_LR,
+                   help="external runs: the cosine fine-tune's starting learning rate (another adds _lr<lr> to the name)")
     p.add_argument("--experiment", default=EXPERIMENT)
     p.add_argument("--checkpoint", default=str(CHECKPOINT))
     args = p.parse_intermixed_args(argv)  # overrides may follow the options
@@ -321,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--reduction must be more than 1, got {args.reduction}")
     default = args.method if not args.reduction else f"{args.method}_{args.reduction:g}x"
     default = "two_phase" if args.method == "pl_pruning" else default
+    if args.method == "pl_pruning" and args.lr != FINETUNE_LR:
+        p.error("pl_pruning runs take the fine-tuning rate as an override: pruning.finetune_lr=<lr>")
+    default += f"_lr{args.lr:g}" if args.lr != FINETUNE_LR else ""
     args.name = args.name or default + (f"_e{args.budget}" if args.budget != 15 else "")  # another budget, another row
     record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)
     record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
