@@ -39,6 +39,8 @@ RQ = {
         "at_once_3x", "at_once_3x_freeze_off", BEST, f"{BEST}_compensation_off"],
     f"Shapes ({BEST}, 15 epochs, pruning.normalize changed)": [
         BEST, f"{BEST}_normalize_none", f"{BEST}_cost_aware"],
+    "The fine-tune's starting rate (cosine, 15 epochs; 0.01 is every method's default, 0.05 the baseline's own)": [
+        BEST, f"{BEST}_lr0.05", "torch_pruning_3x", "torch_pruning_3x_lr0.05", "l1_uniform_3x", "l1_uniform_3x_lr0.05"],
     "The controller before (commit 5c8aca5) and after the efficiency work": ["shipped", "two_phase"],
 }
 # Issue goal: 3x fewer MACs at no more than 1 point lost within a 40-epoch budget.
