@@ -108,14 +108,13 @@ def test_presets_set_only_what_differs_from_the_callbacks():
 
 def test_the_at_once_preset_is_the_compare_harness_best_setting():
     """``pruning=at_once`` is two_phase with the overrides of the best 3x setting measured in
-    benchmarks/compare (``at_once_3x_freeze_off_distill_off``), nothing more."""
+    benchmarks/compare (``at_once_3x_freeze_off``), nothing more."""
     harness = {"finetune_epochs": 0, "target_macs": 0.3333, "reference": "accepted", "max_drop": 0.05,
                "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True}
     two_phase = OmegaConf.to_container(_compose("pruning=two_phase").pruning)
     at_once = OmegaConf.to_container(_compose("pruning=at_once").pruning)
     changed = {k: at_once[k] for k in at_once if at_once[k] != two_phase[k]}
-    assert changed == {**harness, "max_epochs": 40, "distill": False,
-                       "freeze": {**two_phase["freeze"], "enabled": False}}
+    assert changed == {**harness, "max_epochs": 40, "freeze": {**two_phase["freeze"], "enabled": False}}
 
 
 def test_presets_and_experiments_are_all_there():
@@ -130,9 +129,6 @@ def test_every_pruning_preset_builds_the_three_callbacks(preset, tmp_path):
     if preset == "none":
         assert callbacks == []
         return
-    if preset == "at_once":  # distillation off (left out), the freeze built but off
-        cfg = _compose(f"pruning={preset}", "pruning.distill=true", run_dir=tmp_path)
-        callbacks = pruning_callbacks(cfg.pruning)
     stats, controller, freeze, distill = callbacks  # the order the hooks run in
     assert (type(stats), type(controller), type(freeze), type(distill)) == (
         EntropyStatistics, PhaseController, MaxEntropyFreeze, Distillation)
