@@ -107,8 +107,8 @@ def test_presets_set_only_what_differs_from_the_callbacks():
 
 
 def test_the_at_once_preset_is_the_compare_harness_best_setting():
-    """``pruning=at_once`` is two_phase with the overrides of the best 3x setting measured in
-    benchmarks/compare (``at_once_3x_freeze_off``), nothing more."""
+    """``pruning=at_once`` is two_phase with the overrides of the 3x setting measured over three
+    seeds in benchmarks/compare (``at_once_3x_freeze_off``), nothing more."""
     harness = {"finetune_epochs": 0, "target_macs": 0.3333, "reference": "accepted", "max_drop": 0.05,
                "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True}
     two_phase = OmegaConf.to_container(_compose("pruning=two_phase").pruning)
