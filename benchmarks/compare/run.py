@@ -324,10 +324,12 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give --match or --reduction, not both")
     if args.reduction is not None and args.reduction <= 1:
         p.error(f"--reduction must be more than 1, got {args.reduction}")
-    default = args.method if not args.reduction else f"{args.method}_{args.reduction:g}x"
-    default = "two_phase" if args.method == "pl_pruning" else default
+    if args.lr <= 0:
+        p.error(f"--lr must be more than 0, got {args.lr}")
     if args.method == "pl_pruning" and args.lr != FINETUNE_LR:
         p.error("pl_pruning runs take the fine-tuning rate as an override: pruning.finetune_lr=<lr>")
+    default = args.method if not args.reduction else f"{args.method}_{args.reduction:g}x"
+    default = "two_phase" if args.method == "pl_pruning" else default
     default += f"_lr{args.lr:g}" if args.lr != FINETUNE_LR else ""
     args.name = args.name or default + (f"_e{args.budget}" if args.budget != 15 else "")  # another budget, another row
     record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)

@@ -106,7 +106,7 @@ def test_presets_set_only_what_differs_from_the_callbacks():
         assert set(own) == {"defaults", "phases"}
 
 
-def test_the_at_once_preset_is_the_compare_harness_best_setting():
+def test_the_at_once_preset_is_the_compare_harness_three_seed_setting():
     """``pruning=at_once`` is two_phase with the overrides of the 3x setting measured over three
     seeds in benchmarks/compare (``at_once_3x_freeze_off``), nothing more."""
     harness = {"finetune_epochs": 0, "target_macs": 0.3333, "reference": "accepted", "max_drop": 0.05,
