@@ -62,10 +62,28 @@ PARTIAL = HERE / "partial"
 PL_PRUNING_RESUME, EXTERNAL_RESUME = "pruning_checkpoints/last.ckpt", "checkpoints/last.ckpt"
 RESUME_POINTS = (PL_PRUNING_RESUME, EXTERNAL_RESUME)
 EXPERIMENT = "converged_vgg16_w025"
-# The 60-epoch baseline (benchmarks/converged/README.md); vgg16_w025_seed0.pt (30 epochs) is
-# not converged by the criterion there and is only for trying the harness out.
-CHECKPOINT = ROOT / "benchmarks" / "converged" / "vgg16_w025_e60_seed0.pt"
+# Each experiment preset's converged network (benchmarks/converged/README.md). The VGG's is
+# the 60-epoch baseline; vgg16_w025_seed0.pt (30 epochs) is not converged by the criterion
+# there and is only for trying the harness out.
+CONVERGED = ROOT / "benchmarks" / "converged"
+CHECKPOINTS = {EXPERIMENT: CONVERGED / "vgg16_w025_e60_seed0.pt",
+               "converged_resnet20": CONVERGED / "resnet20_seed0.pt"}
+CHECKPOINT = CHECKPOINTS[EXPERIMENT]
 FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr, and the external pipelines' default (--lr)
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """The run's name (its row, folder and JSON): ``--name``, or the method with its
+    reduction, a fine-tune rate other than the default and a budget other than 15 epochs
+    (``torch_pruning_3x_lr0.05_e40``); a network other than the VGG's prefixes it
+    (``resnet20_torch_pruning_3x``)."""
+    name = args.name
+    if not name:
+        name = "two_phase" if args.method == "pl_pruning" else args.method
+        name += f"_{args.reduction:g}x" if args.reduction and args.method != "pl_pruning" else ""
+        name += f"_lr{args.lr:g}" if args.lr != FINETUNE_LR else ""
+        name += f"_e{args.budget}" if args.budget != 15 else ""
+    return name if args.experiment == EXPERIMENT else f"{args.experiment.removeprefix('converged_')}_{name}"
 
 
 def _run_folder(args: argparse.Namespace) -> Path:
@@ -306,8 +324,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=5, help="with --reduction: Torch-Pruning's iterative steps")
     p.add_argument("--lr", type=float, default=FINETUNE_LR,
                    help="external runs: the cosine fine-tune's starting learning rate (another adds _lr<lr> to the name)")
-    p.add_argument("--experiment", default=EXPERIMENT)
-    p.add_argument("--checkpoint", default=str(CHECKPOINT))
+    p.add_argument("--experiment", default=EXPERIMENT,
+                   help=f"experiment preset (another than {EXPERIMENT} prefixes the run name: resnet20_two_phase)")
+    p.add_argument("--checkpoint", help="the converged network's state dict (default: the experiment's, "
+                                        + ", ".join(f"{k}: {v.name}" for k, v in CHECKPOINTS.items()) + ")")
     args = p.parse_intermixed_args(argv)  # overrides may follow the options
     os.chdir(ROOT)  # the presets name data relative to the repository root
     if args.method == "render":
@@ -328,10 +348,11 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--lr must be more than 0, got {args.lr}")
     if args.method == "pl_pruning" and args.lr != FINETUNE_LR:
         p.error("pl_pruning runs take the fine-tuning rate as an override: pruning.finetune_lr=<lr>")
-    default = args.method if not args.reduction else f"{args.method}_{args.reduction:g}x"
-    default = "two_phase" if args.method == "pl_pruning" else default
-    default += f"_lr{args.lr:g}" if args.lr != FINETUNE_LR else ""
-    args.name = args.name or default + (f"_e{args.budget}" if args.budget != 15 else "")  # another budget, another row
+    if args.checkpoint is None:
+        if args.experiment not in CHECKPOINTS:
+            p.error(f"no converged network is known for experiment {args.experiment!r}: give --checkpoint")
+        args.checkpoint = str(CHECKPOINTS[args.experiment])
+    args.name = run_name(args)
     record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)
     record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
