@@ -10,6 +10,7 @@ starting over; ``release`` drops the parked copy once the run has finished.
 from __future__ import annotations
 
 import shutil
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -50,8 +51,43 @@ def unpark(folder: Path, partial: Path, resume_points: Sequence[str]) -> bool:
     if not parked.is_dir() or any((folder / p).is_file() for p in resume_points):
         return False
     shutil.copytree(parked, folder, dirs_exist_ok=True)
+    for rel in resume_points:
+        if zipfile.is_zipfile(folder / rel):  # a checkpoint written by torch.save
+            relocate(folder / rel, folder)
     print(f"continuing from {parked}")
     return True
+
+
+def relocate(checkpoint: Path, folder: Path) -> None:
+    """Point a Lightning checkpoint's ``ModelCheckpoint`` state at the run's new ``folder``.
+
+    The state names the folder it was written in by absolute path; Lightning resumed
+    elsewhere keeps only ``best_model_path`` (a file that is not there) and forgets the best
+    score, so the first epoch after resuming would become "best". Every path under the old
+    run folder (the ancestor of ``dirpath`` named like ``folder``) is rewritten under ``folder``."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    new, changed = str(folder.resolve()), False
+    for cb in state.get("callbacks", {}).values():
+        old = _old_folder(cb.get("dirpath") if isinstance(cb, dict) else None, folder.name)
+        if old is None or old == new:
+            continue
+
+        def moved(path, old=old):
+            return new + path[len(old):] if isinstance(path, str) and path.startswith(old + "/") else path
+
+        for key, value in list(cb.items()):
+            cb[key] = {moved(k): v for k, v in value.items()} if key == "best_k_models" else moved(value)
+        changed = True
+    if changed:
+        torch.save(state, checkpoint)
+
+
+def _old_folder(dirpath: str | None, name: str) -> str | None:
+    if not isinstance(dirpath, str):
+        return None
+    return next((str(p) for p in (Path(dirpath), *Path(dirpath).parents) if p.name == name), None)
 
 
 def release(partial: Path, name: str) -> None:

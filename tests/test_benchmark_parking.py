@@ -66,3 +66,48 @@ def test_parked_checkpoints_are_not_ignored_by_git():
     elsewhere = subprocess.run(["git", "check-ignore", "-q", "benchmarks/compare/outputs/r_seed0/last.ckpt"],
                                cwd=ROOT, capture_output=True)
     assert (ignored.returncode, elsewhere.returncode) == (1, 0)
+
+
+def test_a_run_resumed_in_another_checkout_keeps_its_best_epoch(tmp_path):
+    """A parked Lightning checkpoint names its folder by absolute path; unparked into another
+    checkout, the resumed run must still know its best epoch and score (not take the first
+    epoch after resuming as the best) and find that epoch's file."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Scored(L.LightningModule):
+        """Validation score per epoch from a fixed list: best at epoch 1, lower after."""
+
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            self.log("score", [0.5, 0.9, 0.6, 0.7][self.current_epoch])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+
+    def fit(folder: Path, epochs: int, ckpt_path=None) -> ModelCheckpoint:
+        best = ModelCheckpoint(dirpath=folder / "checkpoints", monitor="score", mode="max", save_last=True)
+        L.Trainer(max_epochs=epochs, callbacks=[best], logger=False, enable_progress_bar=False,
+                  enable_model_summary=False).fit(Scored(), data, data, ckpt_path=ckpt_path)
+        return best
+
+    first, second = tmp_path / "machine_a" / "outputs", tmp_path / "machine_b" / "outputs"
+    fit(first / "run", epochs=2)
+    parking.park(first, tmp_path / "partial", ["checkpoints/last.ckpt"], finished=lambda name: False,
+                 also=["checkpoints"])
+    assert parking.unpark(second / "run", tmp_path / "partial", ["checkpoints/last.ckpt"])
+
+    best = fit(second / "run", epochs=4, ckpt_path=second / "run" / "checkpoints" / "last.ckpt")
+    assert best.best_model_score == 0.9  # epoch 1, before parking; not epoch 2's 0.6
+    assert Path(best.best_model_path).parent == second / "run" / "checkpoints"
+    assert Path(best.best_model_path).is_file()
