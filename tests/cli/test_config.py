@@ -108,13 +108,14 @@ def test_presets_set_only_what_differs_from_the_callbacks():
 
 def test_the_at_once_preset_is_the_compare_harness_three_seed_setting():
     """``pruning=at_once`` is two_phase with the overrides of the 3x setting measured over three
-    seeds in benchmarks/compare (``at_once_3x_freeze_off``), nothing more."""
+    seeds in benchmarks/compare (``at_once_3x_freeze_off_l1_layerwise``), nothing more."""
     harness = {"finetune_epochs": 0, "target_macs": 0.3333, "reference": "accepted", "max_drop": 0.05,
                "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True}
     two_phase = OmegaConf.to_container(_compose("pruning=two_phase").pruning)
     at_once = OmegaConf.to_container(_compose("pruning=at_once").pruning)
     changed = {k: at_once[k] for k in at_once if at_once[k] != two_phase[k]}
-    assert changed == {**harness, "max_epochs": 40, "freeze": {**two_phase["freeze"], "enabled": False}}
+    assert changed == {**harness, "max_epochs": 40, "freeze": {**two_phase["freeze"], "enabled": False},
+                       "criterion": "l1", "phases": ["layerwise"]}
 
 
 def test_presets_and_experiments_are_all_there():
@@ -136,8 +137,9 @@ def test_every_pruning_preset_builds_the_three_callbacks(preset, tmp_path):
     cfg = _compose(f"pruning={preset}", "pruning.distill=false", run_dir=tmp_path)
     assert [type(c) for c in pruning_callbacks(cfg.pruning)][-1] is MaxEntropyFreeze  # off: left out
     assert controller.phases == {"two_phase": ["global", "layerwise"], "global": ["global"],
-                                 "layerwise": ["layerwise"], "at_once": ["global", "layerwise"]}[preset]
-    assert controller.criterion_name == "conditional_entropy" and controller.final_epochs == 3
+                                 "layerwise": ["layerwise"], "at_once": ["layerwise"]}[preset]
+    assert controller.criterion_name == ("l1" if preset == "at_once" else "conditional_entropy")
+    assert controller.final_epochs == 3
     # the criterion is one override away, for every preset
     cfg = _compose(f"pruning={preset}", "pruning.criterion=apoz", run_dir=tmp_path)
     assert pruning_callbacks(cfg.pruning)[1].criterion_name == "apoz"
