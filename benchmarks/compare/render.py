@@ -4,8 +4,9 @@ side-by-side latencies of ``latency.json``) only.
     python benchmarks/compare/run.py render
 
 Writes ``results.csv`` (one row per run), ``results.md`` (mean ± std per setting, the
-RQ tables, findings computed from the numbers), ``accuracy_vs_macs.png`` and
-``val_curves_3x.png`` (validation accuracy per epoch of the 3x runs).
+RQ tables, findings computed from the numbers), ``accuracy_vs_macs.png`` (every run, and the
+3x runs seed by seed), ``val_curves_3x.png`` / ``val_curves_3x_e40.png`` (validation accuracy
+per epoch of the 3x runs) and ``cut_vs_final.png``.
 """
 
 from __future__ import annotations
@@ -185,30 +186,68 @@ def findings(rows: dict[str, dict]) -> list[str]:
     return out
 
 
+# Colours by method (the preset's settings apart from the controller's other settings) and
+# markers by budget, shared by both panels of accuracy_vs_macs.png.
+STYLE = {"preset": ("tab:orange", "pl_pruning: the at_once preset's settings"),
+         "ours": ("tab:blue", "pl_pruning: other settings (ablations)"),
+         "before": ("dimgrey", "pl_pruning before its efficiency work (5c8aca5)"),
+         "torch_pruning": ("tab:green", "Torch-Pruning's pipeline"),
+         "l1_uniform": ("tab:red", "one-shot uniform L1")}
+MARKERS = {15: "o", 40: "D"}
+
+
+def style_of(name: str, method: str) -> str:
+    """The STYLE key of a setting."""
+    if method != "pl_pruning":
+        return method
+    if name in (L1_LW, f"{L1_LW}_e40"):
+        return "preset"
+    return "before" if name.startswith("shipped") else "ours"
+
+
 def plot(runs: list[dict], path: Path) -> None:
+    """Left: every run a point, test accuracy against MACs reduction. Right: the runs at the
+    goal's 3x, each setting a column (15 then 40 epochs), each seed a point, the mean a bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    names = sorted({r["name"] for r in runs})
-    cmap = plt.get_cmap("tab10")
-    for i, name in enumerate(names):
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.25]})
+    base = statistics.fmean(r["baseline"]["test_acc"] * 100 for r in runs)
+    for r in runs:
+        colour = STYLE[style_of(r["name"], r["method"])][0]
+        ax.scatter(r["macs_reduction"], r["pruned"]["test_acc"] * 100, color=colour, s=36, alpha=0.8,
+                   marker=MARKERS.get(r["budget"], "s"), edgecolor="black", linewidth=0.4)
+    names = [n for n in [*AT_3X, *AT_3X_E40] if any(r["name"] == n for r in runs)]
+    for x, name in enumerate(names):
         rs = [r for r in runs if r["name"] == name]
-        ax.scatter([r["macs_reduction"] for r in rs], [r["pruned"]["test_acc"] * 100 for r in rs],
-                   color=cmap(i % 10), label=name, s=40, marker="o" if rs[0]["method"] == "pl_pruning" else "s")
-    base = [r["baseline"]["test_acc"] * 100 for r in runs]
-    if base:
-        b = statistics.fmean(base)
-        ax.axhline(b, color="grey", lw=1, ls="--", label=f"converged baseline {b:.2f}%")
-        ax.axhline(b - GOAL["max_drop_points"], color="grey", lw=1, ls=":", label="1 point below")
+        colour = STYLE[style_of(name, rs[0]["method"])][0]
+        accs = [r["pruned"]["test_acc"] * 100 for r in rs]
+        bx.scatter([x] * len(accs), accs, color=colour, s=36, marker=MARKERS.get(rs[0]["budget"], "s"),
+                   edgecolor="black", linewidth=0.4, zorder=3)
+        bx.hlines(statistics.fmean(accs), x - 0.3, x + 0.3, color=colour, lw=2, zorder=2)
+    split = sum(1 for n in names if n in AT_3X) - 0.5
+    bx.axvline(split, color="black", lw=0.8)
+    bx.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
+    for a in (ax, bx):
+        a.axhline(base, color="grey", lw=1, ls="--")
+        a.axhline(base - GOAL["max_drop_points"], color="grey", lw=1, ls=":")
+        a.grid(alpha=0.3)
+        a.set_ylabel("test accuracy (%)")
     ax.axvline(GOAL["macs_reduction"], color="grey", lw=1, ls=":")
     ax.set_xlabel("MACs reduction (baseline / pruned)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Equal-budget pruning of converged VGG-16-BN x0.25 (CIFAR-10)")
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
+    ax.set_title("Every run", fontsize=10)
+    bx.set_title(f"At 3x: 15 epochs | {GOAL['budget']} epochs (each seed a point, mean a bar)", fontsize=10)
+    used = {style_of(r["name"], r["method"]) for r in runs}
+    handles = [Line2D([], [], color=STYLE[k][0], marker="o", ls="", label=STYLE[k][1]) for k in STYLE if k in used]
+    handles += [Line2D([], [], color="black", marker=m, ls="", mfc="none", label=f"{b}-epoch budget")
+                for b, m in MARKERS.items() if any(r["budget"] == b for r in runs)]
+    handles += [Line2D([], [], color="grey", ls="--", label=f"converged baseline {base:.2f}%"),
+                Line2D([], [], color="grey", ls=":", label="1 point below (the goal)")]
+    ax.legend(handles=handles, fontsize=7, loc="center", bbox_to_anchor=(0.45, 0.45))
+    fig.suptitle("Equal-budget pruning of converged VGG-16-BN x0.25 (CIFAR-10 test set)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
