@@ -1,18 +1,13 @@
-"""benchmarks/compare/run.py: what a run is called and which network it starts from."""
+"""benchmarks/compare/: what a run is called, which network it starts from, and how the
+tables judge a setting against the external pipelines."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from benchmark_modules import ROOT, load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))  # run.py imports benchmarks/parking.py
-_spec = importlib.util.spec_from_file_location("compare_run", ROOT / "benchmarks" / "compare" / "run.py")
-run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run)
+run = load_benchmark("compare/run.py", "compare_run")
+render = load_benchmark("compare/render.py", "compare_render")
 
 
 def _args(method="pl_pruning", name=None, reduction=None, lr=run.FINETUNE_LR, budget=15, experiment=run.EXPERIMENT):
@@ -43,3 +38,40 @@ def test_each_experiment_starts_from_its_own_committed_network(capsys, monkeypat
     with pytest.raises(SystemExit):
         run.main(["torch_pruning", "--reduction", "3", "--experiment", "converged_mine"])
     assert "no converged network is known for experiment 'converged_mine': give --checkpoint" in capsys.readouterr().err
+
+
+def _row(acc, std=None, n=3, drop=1.0, reduction=3.01, budget=40):
+    return {"n": n, "acc": (acc, std), "drop": (drop, std), "macs_reduction": (reduction, 0.0),
+            "budget": budget, "method": "pl_pruning"}
+
+
+@pytest.mark.parametrize(("theirs", "expected"), [
+    (_row(82.49, 0.31), "+0.48, wins (spread 0.31)"),
+    (_row(82.80, 0.31), "+0.17, tie (spread 0.31)"),      # within the larger spread
+    (_row(83.20, 0.05), "-0.23, loses (spread 0.07)"),    # beyond it, the other way
+    (_row(82.00, None, n=1), "+0.97, one seed: no spread"),
+    (None, "not run yet"),
+])
+def test_a_setting_wins_only_beyond_the_larger_seed_spread(theirs, expected):
+    assert render._versus(_row(82.97, 0.07), theirs) == expected
+
+
+@pytest.mark.parametrize(("drop", "reduction", "budget", "verdict"), [
+    (0.95, 3.01, 40, "met (40 epochs)"),
+    (1.24, 3.01, 40, "NOT met (40 epochs)"),  # more than a point lost
+    (0.95, 2.90, 40, "NOT met (40 epochs)"),  # short of 3x
+    (0.95, 3.01, 60, "NOT met (60 epochs)"),  # over the budget
+])
+def test_the_goal_column_needs_3x_a_point_and_40_epochs(drop, reduction, budget, verdict):
+    name = f"{render.L1_LW}_e40"
+    rows = {name: _row(84.0, 0.1, drop=drop, reduction=reduction, budget=budget)}
+    line = next(x for x in render.findings(rows) if x.startswith(f"| `{name}`"))
+    assert line.split(" | ")[4] == verdict
+
+
+def test_each_method_has_its_own_colour_in_the_plot():
+    keys = {render.style_of(n, m) for n, m in [(render.L1_LW, "pl_pruning"), (f"{render.L1_LW}_e40", "pl_pruning"),
+                                              ("at_once_3x", "pl_pruning"), ("shipped", "pl_pruning"),
+                                              ("torch_pruning_3x", "torch_pruning"), ("l1_uniform_3x", "l1_uniform")]}
+    assert keys == set(render.STYLE)
+    assert len({colour for colour, _ in render.STYLE.values()}) == len(render.STYLE)

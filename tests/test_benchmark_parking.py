@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("parking", ROOT / "benchmarks" / "parking.py")
-parking = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(parking)
+from benchmark_modules import ROOT, load_benchmark
+
+parking = load_benchmark("parking.py", "parking")
 
 
 def _write(path: Path, text: str) -> None:
