@@ -75,3 +75,10 @@ def test_each_method_has_its_own_colour_in_the_plot():
                                               ("torch_pruning_3x", "torch_pruning"), ("l1_uniform_3x", "l1_uniform")]}
     assert keys == set(render.STYLE)
     assert len({colour for colour, _ in render.STYLE.values()}) == len(render.STYLE)
+
+
+def test_a_40_epoch_run_of_a_timed_cut_shows_that_cuts_latency_named():
+    cells = render.speedups()
+    timed = cells[render.L1_LW]
+    assert timed.endswith("x") and float(timed[:-1]) > 1
+    assert cells[f"{render.L1_LW}_e40"] == f"{timed} (the shape of {render.L1_LW})"

@@ -80,15 +80,27 @@ def _pm(ms: tuple[float, float | None], spec: str = ".2f", unit: str = "") -> st
     return f"{mean:{spec}}{unit}" + (f" ± {std:{spec}}{unit}" if std is not None else " (1 seed)")
 
 
-def speedups() -> dict[str, float]:
+def speedups() -> dict[str, str]:
     """``{setting: PyTorch speed-up at batch 64}`` from ``latency.json`` (``latency.py``: each
-    setting's pruned shape timed side by side with the dense network)."""
+    setting's pruned shape timed side by side with the dense network), as table cells. A
+    setting not timed whose shape is a timed one's (a 40-epoch run of the same cut) shows that
+    setting's figure, named."""
+    from latency import shapes
+
     path = HERE / "latency.json"
     rows = json.loads(path.read_text())["rows"] if path.is_file() else []
-    return {r["setting"]: r["speedup"] for r in rows if r["batch"] == 64}
+    timed = {r["setting"]: r["speedup"] for r in rows if r["batch"] == 64}
+    out = {name: f"{x:.2f}x" for name, x in timed.items()}
+    known = shapes()
+    for name, shape in known.items():
+        same = [t for t in sorted(timed, key=lambda t: t != name.removesuffix("_e40"))  # its own 15-epoch run first
+                if t in known and known[t]["channels"] == shape["channels"]]
+        if name not in out and same:
+            out[name] = f"{timed[same[0]]:.2f}x (the shape of {same[0]})"
+    return out
 
 
-def table(rows: dict[str, dict], names: list[str], speedup: dict[str, float]) -> list[str]:
+def table(rows: dict[str, dict], names: list[str], speedup: dict[str, str]) -> list[str]:
     lines = ["| setting | runs | test acc (%) | drop (points) | MACs reduction | latency speed-up (batch 64) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name in names:
@@ -96,9 +108,8 @@ def table(rows: dict[str, dict], names: list[str], speedup: dict[str, float]) ->
         if s is None:
             lines.append(f"| {name} | 0 | not run yet | | | |")
             continue
-        lat = f"{speedup[name]:.2f}x" if name in speedup else "-"
         lines.append(f"| {name} | {s['n']} | {_pm(s['acc'])} | {_pm(s['drop'])} | "
-                     f"{_pm(s['macs_reduction'], unit='x')} | {lat} |")
+                     f"{_pm(s['macs_reduction'], unit='x')} | {speedup.get(name, '-')} |")
     return lines
 
 
