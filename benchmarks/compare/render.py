@@ -358,7 +358,9 @@ def plot_curves(runs: list[dict], names: list[str], path: Path, epochs: int) -> 
     plt.close(fig)
 
 
-def render() -> None:
+def render(experiment: str) -> None:
+    """Everything from ``runs/``; the pictures of the VGG runs show only ``experiment``'s runs
+    (the harness's VGG-16-BN), so another network's runs stay out of them."""
     runs = load()
     rows, lat = summarise(runs), speedups()
     with open(HERE / "results.csv", "w", newline="") as f:
@@ -385,11 +387,12 @@ def render() -> None:
     if others:
         md += ["## Other settings", "", *table(rows, others, lat), ""]
     md += ["## Epochs and what they bought (pl_pruning runs)", "", *efficiency(runs), ""]
-    cut_lines = plot_cut_vs_final(runs, HERE / "cut_vs_final.png") if runs else []
+    vgg = [r for r in runs if r.get("experiment") == experiment]
+    cut_lines = plot_cut_vs_final(vgg, HERE / "cut_vs_final.png") if vgg else []
     md += ["## Findings (computed from the table)", "", *findings(rows), *cut_lines, ""]
     (HERE / "results.md").write_text("\n".join(md))
-    if runs:
-        plot(runs, HERE / "accuracy_vs_macs.png")
+    if vgg:
+        plot(vgg, HERE / "accuracy_vs_macs.png")
         plot_curves(runs, AT_3X, HERE / "val_curves_3x.png", epochs=15)
         if any(r["name"] in AT_3X_E40 for r in runs):
             plot_curves(runs, AT_3X_E40, HERE / "val_curves_3x_e40.png", epochs=40)

@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.method == "render":
         from render import render
 
-        render()
+        render(EXPERIMENT)
         return
     if args.method == "park":
         park()
