@@ -82,3 +82,12 @@ def test_a_40_epoch_run_of_a_timed_cut_shows_that_cuts_latency_named():
     timed = cells[render.L1_LW]
     assert timed.endswith("x") and float(timed[:-1]) > 1
     assert cells[f"{render.L1_LW}_e40"] == f"{timed} (the shape of {render.L1_LW})"
+
+
+def test_the_resnet20_table_names_the_runs_the_harness_will_write():
+    resnet = "converged_resnet20"
+    written = [run.run_name(_args(name=render.L1_LW, experiment=resnet)),
+               run.run_name(_args(method="torch_pruning", reduction=3.0, experiment=resnet)),
+               run.run_name(_args(method="l1_uniform", reduction=3.0, experiment=resnet))]
+    assert written == render.RESNET20_3X
+    assert render.MATCHED[written[0]] == written[1:]

@@ -31,6 +31,7 @@ RQ_BASE = "at_once_3x_freeze_off_distill_off"
 L1_LW = "at_once_3x_freeze_off_l1_layerwise"
 AT_3X = ["two_phase_3x", "at_once_3x", "at_once_3x_freeze_off", RQ_BASE, L1_LW, "torch_pruning_3x", "l1_uniform_3x"]
 AT_3X_E40 = [f"{RQ_BASE}_e40", f"{L1_LW}_e40", "torch_pruning_3x_e40", "l1_uniform_3x_e40"]
+RESNET20_3X = [f"resnet20_{L1_LW}", "resnet20_torch_pruning_3x", "resnet20_l1_uniform_3x"]
 RQ = {
     "At the goal's 3x, 15 epochs (pl_pruning given target_macs=0.3333)": AT_3X,
     "At the goal's 3x within the goal's 40 epochs (--budget 40)": AT_3X_E40,
@@ -46,6 +47,8 @@ RQ = {
     "The fine-tune's starting rate (cosine, 15 epochs; 0.01 is every method's default, 0.05 the baseline's own)": [
         RQ_BASE, f"{RQ_BASE}_lr0.05", "torch_pruning_3x", "torch_pruning_3x_lr0.05", "l1_uniform_3x", "l1_uniform_3x_lr0.05"],
     "The controller before (commit 5c8aca5) and after the efficiency work": ["shipped", "two_phase"],
+    # run.py names another network's runs with its prefix (--experiment converged_resnet20)
+    "ResNet-20 at 3x, 15 epochs (--experiment converged_resnet20)": RESNET20_3X,
 }
 # Issue goal: 3x fewer MACs at no more than 1 point lost within a 40-epoch budget.
 GOAL = {"macs_reduction": 3.0, "max_drop_points": 1.0, "budget": 40}
@@ -145,7 +148,8 @@ MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": ["torch
            "at_once_3x_freeze_off_distill_off": ["torch_pruning_3x", "l1_uniform_3x"],
            L1_LW: ["torch_pruning_3x", "l1_uniform_3x"],
            "at_once_3x_freeze_off_distill_off_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
-           f"{L1_LW}_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"]}
+           f"{L1_LW}_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
+           RESNET20_3X[0]: RESNET20_3X[1:]}
 
 
 def _versus(ours: dict, s: dict | None) -> str:
