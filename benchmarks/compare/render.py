@@ -96,9 +96,11 @@ def speedups() -> dict[str, str]:
     out = {name: f"{x:.2f}x" for name, x in timed.items()}
     known = shapes()
     for name, shape in known.items():
+        if name in out:
+            continue
         same = [t for t in sorted(timed, key=lambda t: t != name.removesuffix("_e40"))  # its own 15-epoch run first
                 if t in known and known[t]["channels"] == shape["channels"]]
-        if name not in out and same:
+        if same:
             out[name] = f"{timed[same[0]]:.2f}x (the shape of {same[0]})"
     return out
 
