@@ -91,3 +91,33 @@ def test_the_resnet20_table_names_the_runs_the_harness_will_write():
                run.run_name(_args(method="l1_uniform", reduction=3.0, experiment=resnet))]
     assert written == render.RESNET20_3X
     assert render.MATCHED[written[0]] == written[1:]
+
+
+def test_each_shape_is_rebuilt_from_its_own_experiments_network(tmp_path, monkeypatch):
+    import copy
+    import json
+
+    import torch
+
+    from pl_pruning.measure import channel_counts
+    from pl_pruning.models import build_model
+    from pl_pruning.pruning.surgery import prune_filters, pruning_groups
+
+    latency = load_benchmark("compare/latency.py", "compare_latency")
+    dense, x = build_model("resnet20", num_classes=10, in_channels=3), torch.zeros(1, 3, 32, 32)
+    cut = copy.deepcopy(dense)  # a third of every coupled group's filters gone: residual streams included
+    have = channel_counts(cut, convs_only=True)
+    prune_filters(cut, {g.convs[0]: range(have[g.convs[0]] // 3) for g in pruning_groups(cut, x)}, x, compensate=False)
+    channels = channel_counts(cut, convs_only=True)
+    (tmp_path / "runs").mkdir()
+    for name, record in {"resnet20_torch_pruning_3x": {"experiment": "converged_resnet20"},
+                         "torch_pruning_3x": {}}.items():  # runs from before the record named it: the VGG's
+        (tmp_path / "runs" / f"{name}_seed0.json").write_text(json.dumps({"name": name, "seed": 0, **record,
+                                                                          "channels": {"net.conv1": 11}}))
+    monkeypatch.setattr(latency, "HERE", tmp_path)
+    known = latency.shapes()
+    assert known["resnet20_torch_pruning_3x"]["experiment"] == "converged_resnet20"
+    assert known["torch_pruning_3x"]["experiment"] == run.EXPERIMENT
+    assert channel_counts(latency.rebuild(dense, channels, x), convs_only=True) == channels
+    with pytest.raises(RuntimeError, match="is not the recorded"):  # a shape this network cannot take
+        latency.rebuild(dense, {**channels, "layer1.0.conv2": 5}, x)

@@ -4,8 +4,8 @@ The runs time their own networks at their end, on a machine shared with other ru
 at different times, so their figures do not compare (the same 32-step cut timed 2.0x and
 3.2x faster in two runs). Here every setting's pruned shape (the conv channels its run
 recorded; ``before_finetune.json`` for runs made before the runs recorded them) is rebuilt
-from the comparison's dense network (``run.py``'s, VGG-16-BN x0.25) by removing filters, and timed interleaved with the dense
-network in one process (:func:`pl_pruning.measure.compare`: median over rounds, one
+from its experiment's dense network (``run.py``'s: VGG-16-BN x0.25, or ResNet-20 for the
+``resnet20_...`` runs) by removing filters, and timed interleaved with that dense network in one process (:func:`pl_pruning.measure.compare`: median over rounds, one
 thread), in eager PyTorch and ONNX Runtime, at batch 1 and 64. Latency depends on the
 shape only, not on the weights, so one network per setting (its lowest seed) stands for
 all its seeds; ``shape_seeds`` lists the seeds whose shape was identical.
@@ -39,13 +39,18 @@ def _convs(channels: dict[str, int]) -> dict[str, int]:
 
 
 def shapes() -> dict[str, dict]:
-    """``{setting: {"channels", "seed", "from", "shape_seeds"}}``: each setting's lowest-seed
-    shape from the committed runs, and the seeds whose shape was the same."""
+    """``{setting: {"channels", "seed", "from", "shape_seeds", "experiment"}}``: each setting's
+    lowest-seed shape from the committed runs, the seeds whose shape was the same, and the
+    experiment whose dense network it was cut from."""
+    from run import EXPERIMENT  # runs recorded before they named their experiment are the VGG's
+
     by_name: dict[str, list[tuple[int, dict[str, int], str]]] = {}
+    experiment: dict[str, str] = {}
     for path in sorted((HERE / "runs").glob("*.json")):
         run = json.loads(path.read_text())
         if run.get("channels"):
             by_name.setdefault(run["name"], []).append((run["seed"], _convs(run["channels"]), f"runs/{path.name}"))
+            experiment[run["name"]] = run.get("experiment", EXPERIMENT)
     cut = HERE / "before_finetune.json"  # the seed-0 cuts of runs made before channels were recorded
     for name, row in (json.loads(cut.read_text()) if cut.is_file() else {}).items():
         if name == "dense" or not row.get("channels"):
@@ -56,7 +61,7 @@ def shapes() -> dict[str, dict]:
     out = {}
     for name, seeds in by_name.items():
         seed, ch, src = min(seeds, key=lambda t: t[0])
-        out[name] = {"channels": ch, "seed": seed, "from": src,
+        out[name] = {"channels": ch, "seed": seed, "from": src, "experiment": experiment.get(name, EXPERIMENT),
                      "shape_seeds": sorted(s for s, c, _ in seeds if c == ch)}
     return out
 
@@ -90,11 +95,17 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := sorted(set(only) - set(known)):
         p.error(f"no committed run records the shape of {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     os.chdir(run.ROOT)
-    torch.manual_seed(0)
-    args = argparse.Namespace(experiment=run.EXPERIMENT, checkpoint=str(run.CHECKPOINT), seed=0)
-    _, dm, dense = run._setup(args)
-    dense.eval()
-    example = torch.zeros(1, *dm.input_shape)
+    dense_of: dict[str, tuple] = {}
+
+    def dense_network(experiment: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+        """The experiment's converged network, as every run builds it, and its input shape."""
+        if experiment not in dense_of:
+            torch.manual_seed(0)
+            args = argparse.Namespace(experiment=experiment, checkpoint=str(run.CHECKPOINTS[experiment]), seed=0)
+            _, dm, net = run._setup(args)
+            dense_of[experiment] = (net.eval(), tuple(dm.input_shape))
+        return dense_of[experiment]
+
     start, load_start = time.time(), os.getloadavg()
     path = HERE / "latency.json"
     kept = []
@@ -105,11 +116,12 @@ def main(argv: list[str] | None = None) -> None:
                 kept.append({"load_avg": round(before["environment"]["load_avg_start"][0], 1), **r})
     rows = []
     for setting, shape in sorted((k, v) for k, v in known.items() if not only or k in only):
-        pruned = rebuild(dense, shape["channels"], example)
+        dense, input_shape = dense_network(shape["experiment"])
+        pruned = rebuild(dense, shape["channels"], torch.zeros(1, *input_shape))
         for batch in BATCHES:
-            c = compare(dense, pruned, torch.randn(batch, *dm.input_shape), num_threads=1, onnx=True,
+            c = compare(dense, pruned, torch.randn(batch, *input_shape), num_threads=1, onnx=True,
                         min_run_time=3.0, rounds=5)
-            rows.append({"setting": setting, "batch": batch, "macs": c.after.macs,
+            rows.append({"setting": setting, "experiment": shape["experiment"], "batch": batch, "macs": c.after.macs,
                          "macs_reduction": round(c.ratios["macs"], 3),
                          "dense_ms": round(c.before.latency_ms, 3), "pruned_ms": round(c.after.latency_ms, 3),
                          "speedup": round(c.ratios["latency"], 3),
