@@ -210,7 +210,7 @@ STYLE = {"preset": ("tab:orange", "pl_pruning: the at_once preset's settings"),
          "before": ("dimgrey", "pl_pruning before its efficiency work (5c8aca5)"),
          "torch_pruning": ("tab:green", "Torch-Pruning's pipeline"),
          "l1_uniform": ("tab:red", "one-shot uniform L1")}
-MARKERS = {15: "o", 40: "D"}
+MARKERS = {15: "o", 40: "D"}  # another budget: squares
 
 
 def style_of(name: str, method: str) -> str:
@@ -259,8 +259,8 @@ def plot(runs: list[dict], path: Path) -> None:
     bx.set_title(f"At 3x: 15 epochs | {GOAL['budget']} epochs (each seed a point, mean a bar)", fontsize=10)
     used = {style_of(r["name"], r["method"]) for r in runs}
     handles = [Line2D([], [], color=STYLE[k][0], marker="o", ls="", label=STYLE[k][1]) for k in STYLE if k in used]
-    handles += [Line2D([], [], color="black", marker=m, ls="", mfc="none", label=f"{b}-epoch budget")
-                for b, m in MARKERS.items() if any(r["budget"] == b for r in runs)]
+    handles += [Line2D([], [], color="black", marker=MARKERS.get(b, "s"), ls="", mfc="none", label=f"{b}-epoch budget")
+                for b in sorted({r["budget"] for r in runs})]
     handles += [Line2D([], [], color="grey", ls="--", label=f"converged baseline {base:.2f}%"),
                 Line2D([], [], color="grey", ls=":", label="1 point below (the goal)")]
     ax.legend(handles=handles, fontsize=7, loc="center", bbox_to_anchor=(0.45, 0.45))
