@@ -69,6 +69,20 @@ def test_the_goal_column_needs_3x_a_point_and_40_epochs(drop, reduction, budget,
     assert line.split(" | ")[4] == verdict
 
 
+def test_before_and_after_compares_runs_given_the_same_epochs():
+    rows = {"shipped": _row(81.09, None, n=1, drop=4.34, reduction=1.47, budget=15),
+            "shipped_e40": _row(82.0, None, n=1, drop=1.5, reduction=1.6, budget=40),
+            render.L1_LW: _row(82.97, 0.07, drop=2.46, reduction=3.01, budget=15),
+            f"{render.L1_LW}_e40": _row(83.97, 0.31, drop=1.46, reduction=3.01, budget=40)}
+    cells = {line.split(" | ")[0].removeprefix("| "): line.split(" | ")[5]
+             for line in render.findings(rows) if line.startswith("| `")}
+    assert cells[f"`{render.L1_LW}`"] == "2.05x, NOT within"   # 3.01 / 1.47, 2.46 points > 2
+    assert cells[f"`{render.L1_LW}_e40`"] == "1.88x, within"   # 3.01 / 1.6, not / 1.47
+    del rows["shipped_e40"]
+    cells = [line.split(" | ")[5] for line in render.findings(rows) if line.startswith(f"| `{render.L1_LW}_e40`")]
+    assert cells == ["no run before at 40 epochs"]
+
+
 def test_each_method_has_its_own_colour_in_the_plot():
     keys = {render.style_of(n, m) for n, m in [(render.L1_LW, "pl_pruning"), (f"{render.L1_LW}_e40", "pl_pruning"),
                                               ("at_once_3x", "pl_pruning"), ("shipped", "pl_pruning"),
