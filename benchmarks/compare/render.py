@@ -30,7 +30,7 @@ RQ_BASE = "at_once_3x_freeze_off_distill_off"
 # on, freeze off), the two changes that each beat the paper's choices in RQ1 and RQ2 together.
 L1_LW = "at_once_3x_freeze_off_l1_layerwise"
 AT_3X = ["two_phase_3x", "at_once_3x", "at_once_3x_freeze_off", RQ_BASE, L1_LW, "torch_pruning_3x", "l1_uniform_3x"]
-AT_3X_E40 = [f"{RQ_BASE}_e40", f"{L1_LW}_e40", "torch_pruning_3x_e40", "l1_uniform_3x_e40"]
+AT_3X_E40 = [f"{RQ_BASE}_e40", f"{L1_LW}_e40", f"{L1_LW}_distill_off_e40", "torch_pruning_3x_e40", "l1_uniform_3x_e40"]
 RESNET20_3X = [f"resnet20_{L1_LW}", "resnet20_torch_pruning_3x", "resnet20_l1_uniform_3x"]
 RQ = {
     "At the goal's 3x, 15 epochs (pl_pruning given target_macs=0.3333)": AT_3X,
@@ -153,6 +153,7 @@ MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": ["torch
            L1_LW: ["torch_pruning_3x", "l1_uniform_3x"],
            "at_once_3x_freeze_off_distill_off_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
            f"{L1_LW}_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
+           f"{L1_LW}_distill_off_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
            # against the external pipelines as their users run them (lr 0.01)
            f"{L1_LW}_lr0.05_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
            RESNET20_3X[0]: RESNET20_3X[1:]}
