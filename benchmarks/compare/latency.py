@@ -5,8 +5,9 @@ at different times, so their figures do not compare (the same 32-step cut timed 
 3.2x faster in two runs). Here every setting's pruned shape (the conv channels its run
 recorded; ``before_finetune.json`` for runs made before the runs recorded them) is rebuilt
 from its experiment's dense network (``run.py``'s: VGG-16-BN x0.25, or ResNet-20 for the
-``resnet20_...`` runs) by removing filters, and timed interleaved with that dense network in one process (:func:`pl_pruning.measure.compare`: median over rounds, one
-thread), in eager PyTorch and ONNX Runtime, at batch 1 and 64. Latency depends on the
+``resnet20_...`` runs) by removing filters, and timed interleaved with that dense network
+in one process (:func:`pl_pruning.measure.compare`: median over rounds, one thread), in
+eager PyTorch and ONNX Runtime, at batch 1 and 64. Latency depends on the
 shape only, not on the weights, so one network per setting (its lowest seed) stands for
 all its seeds; ``shape_seeds`` lists the seeds whose shape was identical.
 
