@@ -48,7 +48,9 @@ RQ = {
         RQ_BASE, f"{RQ_BASE}_lr0.05", "torch_pruning_3x", "torch_pruning_3x_lr0.05", "l1_uniform_3x", "l1_uniform_3x_lr0.05"],
     "The fine-tune's starting rate in the goal's 40 epochs (cosine; 0.05 is the baseline's own; the same cut)": [
         f"{L1_LW}_e40", f"{L1_LW}_lr0.05_e40"],
-    "The controller before (commit 5c8aca5) and after the efficiency work": ["shipped", "two_phase"],
+    # after: the pruning=at_once preset's settings, given the same epochs as the controller before
+    "The controller before (commit 5c8aca5) and after the efficiency work, 15 and 40 epochs": [
+        "shipped", L1_LW, "shipped_e40", f"{L1_LW}_e40"],
     # run.py names another network's runs with its prefix (--experiment converged_resnet20)
     "ResNet-20 at 3x, 15 epochs (--experiment converged_resnet20)": RESNET20_3X,
 }
