@@ -194,7 +194,7 @@ def findings(rows: dict[str, dict]) -> list[str]:
         return [*out, "- No run of the current controller has finished yet: nothing to conclude about 2PFPCE."]
     # the bound the controller before ran under (its runs predate the max_drop field: the
     # two_phase preset's 0.02 then), in points
-    bound = 100 * (next((row.get("max_drop") for _, row in before_at.values() if row.get("max_drop")), None) or 0.02)
+    bound = 100 * next((row["max_drop"] for _, row in before_at.values() if row.get("max_drop")), 0.02)
     out += ["- The \"vs\" columns: test accuracy, ours minus theirs, in points; a tie when the difference is "
             "within the larger of the two settings' seed standard deviations. The before/after column compares "
             "with the controller before given the same epochs.",
