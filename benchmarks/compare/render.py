@@ -404,7 +404,8 @@ def render(experiment: str) -> None:
     if others:
         md += ["## Other settings", "", *table(rows, others, lat), ""]
     md += ["## Epochs and what they bought (pl_pruning runs)", "", *efficiency(runs), ""]
-    vgg = [r for r in runs if r.get("experiment") == experiment]
+    # runs recorded before they named their experiment are the harness network's (as in latency.shapes)
+    vgg = [r for r in runs if r.get("experiment", experiment) == experiment]
     cut_lines = plot_cut_vs_final(vgg, HERE / "cut_vs_final.png") if vgg else []
     md += ["## Findings (computed from the table)", "", *findings(rows), *cut_lines, ""]
     (HERE / "results.md").write_text("\n".join(md))
