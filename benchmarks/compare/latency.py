@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def dense_network(experiment: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
         """The experiment's converged network, as every run builds it, and its input shape."""
+        if experiment not in run.CHECKPOINTS:  # a run given its own --checkpoint
+            p.error(f"no converged network is known for experiment {experiment!r} (known: "
+                    f"{', '.join(sorted(run.CHECKPOINTS))}): its shapes cannot be rebuilt")
         if experiment not in dense_of:
             torch.manual_seed(0)
             args = argparse.Namespace(experiment=experiment, checkpoint=str(run.CHECKPOINTS[experiment]), seed=0)
