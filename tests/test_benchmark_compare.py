@@ -83,6 +83,16 @@ def test_before_and_after_compares_runs_given_the_same_epochs():
     assert cells == ["no run before at 40 epochs"]
 
 
+def test_a_setting_with_no_external_run_at_its_reduction_says_so():
+    name = f"{render.L1_LW_333}_e40"
+    rows = {"shipped_e40": _row(82.67, None, n=1, drop=2.76, reduction=1.67, budget=40),
+            name: _row(83.5, None, n=1, drop=1.9, reduction=3.34, budget=40)}
+    cells = next(x for x in render.findings(rows) if x.startswith(f"| `{name}`")).split(" | ")
+    assert cells[5] == "2.00x, within"  # 3.34 / 1.67, 1.9 points <= 2
+    assert cells[6:] == ["none at this reduction", "none at this reduction |"]
+    assert render.style_of(name, "pl_pruning") == "preset"
+
+
 def test_each_method_has_its_own_colour_in_the_plot():
     keys = {render.style_of(n, m) for n, m in [(render.L1_LW, "pl_pruning"), (f"{render.L1_LW}_e40", "pl_pruning"),
                                               ("at_once_3x", "pl_pruning"), ("shipped", "pl_pruning"),
