@@ -50,7 +50,9 @@ RQ = {
     "The fine-tune's starting rate (cosine, 15 epochs; 0.01 is every method's default, 0.05 the baseline's own)": [
         RQ_BASE, f"{RQ_BASE}_lr0.05", "torch_pruning_3x", "torch_pruning_3x_lr0.05", "l1_uniform_3x", "l1_uniform_3x_lr0.05"],
     "The fine-tune's starting rate in the goal's 40 epochs (cosine; 0.05 is the baseline's own; the same cut)": [
-        f"{L1_LW}_e40", f"{L1_LW}_lr0.05_e40"],
+        f"{L1_LW}_e40", f"{L1_LW}_lr0.05_e40", f"{L1_LW}_lr0.005_e40"],
+    "Distillation in the goal's 40 epochs (off, the default weight 1, weight 4; the same cut)": [
+        f"{L1_LW}_distill_off_e40", f"{L1_LW}_e40", f"{L1_LW}_kd4_e40"],
     # after: the pruning=at_once preset's settings, given the same epochs as the controller before
     "The controller before (commit 5c8aca5) and after the efficiency work, 15 and 40 epochs": [
         "shipped", L1_LW, "shipped_e40", f"{L1_LW}_e40", f"{L1_LW_333}_e40"],
@@ -161,6 +163,8 @@ MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": ["torch
            f"{L1_LW}_distill_off_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
            # against the external pipelines as their users run them (lr 0.01)
            f"{L1_LW}_lr0.05_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
+           f"{L1_LW}_lr0.005_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
+           f"{L1_LW}_kd4_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
            f"{L1_LW_333}_e40": [],  # no external run at 3.33x
            RESNET20_3X[0]: RESNET20_3X[1:]}
 
