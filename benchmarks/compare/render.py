@@ -153,18 +153,13 @@ def efficiency(runs: list[dict]) -> list[str]:
 
 
 # Each pl_pruning setting and the external runs matched to it (same MACs, same budget).
-MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": ["torch_pruning_3x", "l1_uniform_3x"],
-           "at_once_3x": ["torch_pruning_3x", "l1_uniform_3x"],
-           "at_once_3x_freeze_off": ["torch_pruning_3x", "l1_uniform_3x"],
-           "at_once_3x_freeze_off_distill_off": ["torch_pruning_3x", "l1_uniform_3x"],
-           L1_LW: ["torch_pruning_3x", "l1_uniform_3x"],
-           "at_once_3x_freeze_off_distill_off_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
-           f"{L1_LW}_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
-           f"{L1_LW}_distill_off_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
-           # against the external pipelines as their users run them (lr 0.01)
-           f"{L1_LW}_lr0.05_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
-           f"{L1_LW}_lr0.005_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
-           f"{L1_LW}_kd4_e40": ["torch_pruning_3x_e40", "l1_uniform_3x_e40"],
+EXTERNAL_3X = ["torch_pruning_3x", "l1_uniform_3x"]
+EXTERNAL_3X_E40 = [f"{name}_e40" for name in EXTERNAL_3X]
+MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": EXTERNAL_3X,
+           "at_once_3x": EXTERNAL_3X, "at_once_3x_freeze_off": EXTERNAL_3X, RQ_BASE: EXTERNAL_3X, L1_LW: EXTERNAL_3X,
+           # at 40 epochs; the rate levers too, against the external pipelines as their users run them (lr 0.01)
+           **{f"{name}_e40": EXTERNAL_3X_E40 for name in (RQ_BASE, L1_LW, f"{L1_LW}_distill_off", f"{L1_LW}_lr0.05",
+                                                           f"{L1_LW}_lr0.005", f"{L1_LW}_kd4")},
            f"{L1_LW_333}_e40": [],  # no external run at 3.33x
            RESNET20_3X[0]: RESNET20_3X[1:]}
 
