@@ -93,6 +93,17 @@ def test_a_setting_with_no_external_run_at_its_reduction_says_so():
     assert render.style_of(name, "pl_pruning") == "preset"
 
 
+def test_the_goal_and_the_controller_before_judge_the_vggs_runs_only():
+    ours, tp, l1 = render.RESNET20_3X
+    rows = {"shipped": _row(81.09, None, n=1, drop=4.34, reduction=1.47, budget=15),
+            ours: {**_row(85.75, None, n=1, drop=1.79, reduction=3.0, budget=15), "experiment": "converged_resnet20"},
+            l1: {**_row(84.38, None, n=1, drop=3.16, reduction=3.08, budget=15), "experiment": "converged_resnet20",
+                 "method": "l1_uniform"}}
+    cells = next(x for x in render.findings(rows) if x.startswith(f"| `{ours}`")).split(" | ")
+    assert cells[4:6] == ["- (set on the VGG)", "- (set on the VGG)"]  # not 3.0 / 1.47, the VGG's
+    assert cells[6:] == ["not run yet", "+1.37, one seed: no spread |"]
+
+
 def test_each_method_has_its_own_colour_in_the_plot():
     keys = {render.style_of(n, m) for n, m in [(render.L1_LW, "pl_pruning"), (f"{render.L1_LW}_e40", "pl_pruning"),
                                               ("at_once_3x", "pl_pruning"), ("shipped", "pl_pruning"),
