@@ -43,7 +43,7 @@ def shapes() -> dict[str, dict]:
     """``{setting: {"channels", "seed", "from", "shape_seeds", "experiment"}}``: each setting's
     lowest-seed shape from the committed runs, the seeds whose shape was the same, and the
     experiment whose dense network it was cut from."""
-    from run import EXPERIMENT  # runs recorded before they named their experiment are the VGG's
+    from run import EXPERIMENT, experiment_of
 
     by_name: dict[str, list[tuple[int, dict[str, int], str]]] = {}
     experiment: dict[str, str] = {}
@@ -51,7 +51,7 @@ def shapes() -> dict[str, dict]:
         run = json.loads(path.read_text())
         if run.get("channels"):
             by_name.setdefault(run["name"], []).append((run["seed"], _convs(run["channels"]), f"runs/{path.name}"))
-            experiment[run["name"]] = run.get("experiment", EXPERIMENT)
+            experiment[run["name"]] = experiment_of(run)
     cut = HERE / "before_finetune.json"  # the seed-0 cuts of runs made before channels were recorded
     for name, row in (json.loads(cut.read_text()) if cut.is_file() else {}).items():
         if name == "dense" or not row.get("channels"):

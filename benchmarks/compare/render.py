@@ -17,7 +17,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from run import EXPERIMENT  # the harness's VGG: the goal's network, and the controller before's
+from run import EXPERIMENT, experiment_of  # EXPERIMENT: the VGG, the goal's network
 
 from pl_pruning.pruning.run_state import per_phase
 
@@ -86,8 +86,7 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
         out[name] = {"n": len(rs), "seeds": sorted(r["seed"] for r in rs), "acc": acc, "drop": drop,
                      "macs_reduction": red, "method": rs[0]["method"], "max_drop": rs[0].get("max_drop"),
                      "budget": max(r["budget"] for r in rs),
-                     # runs recorded before they named their experiment are the VGG's
-                     "experiment": rs[0].get("experiment", GOAL["experiment"]),
+                     "experiment": experiment_of(rs[0]),
                      "baseline_acc": statistics.fmean(r["baseline"]["test_acc"] * 100 for r in rs)}
     return out
 
@@ -217,7 +216,7 @@ def findings(rows: dict[str, dict]) -> list[str]:
         before = before_at.get(ours["budget"])
         ratio = (f"no run before at {ours['budget']} epochs" if before is None else
                  f"{red / before[1]['macs_reduction'][0]:.2f}x, {'within' if drop <= bound else 'NOT within'}")
-        if ours.get("experiment", GOAL["experiment"]) != GOAL["experiment"]:
+        if experiment_of(ours) != GOAL["experiment"]:
             goal = ratio = "- (set on the VGG)"
         tp, l1 = (_versus(ours, rows.get(o)) for o in MATCHED[name]) if MATCHED[name] else ["none at this reduction"] * 2
         out.append(f"| `{name}` | {ours['n']} | {red:.2f}x | {drop:.2f} | {goal} | {ratio} | {tp} | {l1} |")
@@ -414,8 +413,7 @@ def render(experiment: str) -> None:
     if others:
         md += ["## Other settings", "", *table(rows, others, lat), ""]
     md += ["## Epochs and what they bought (pl_pruning runs)", "", *efficiency(runs), ""]
-    # runs recorded before they named their experiment are the harness network's (as in latency.shapes)
-    vgg = [r for r in runs if r.get("experiment", experiment) == experiment]
+    vgg = [r for r in runs if experiment_of(r) == experiment]
     cut_lines = plot_cut_vs_final(vgg, HERE / "cut_vs_final.png") if vgg else []
     md += ["## Findings (computed from the table)", "", *findings(rows), *cut_lines, ""]
     (HERE / "results.md").write_text("\n".join(md))
