@@ -156,3 +156,25 @@ def test_each_shape_is_rebuilt_from_its_own_experiments_network(tmp_path, monkey
     assert channel_counts(latency.rebuild(dense, channels, x), convs_only=True) == channels
     with pytest.raises(RuntimeError, match="is not the recorded"):  # a shape this network cannot take
         latency.rebuild(dense, {**channels, "layer1.0.conv2": 5}, x)
+
+
+def test_a_validation_curve_keeps_each_epoch_in_its_place(tmp_path):
+    """A resumed run logs a new CSV version; epochs whose logs were lost (parked before its
+    logs were kept) stay gaps, so the epochs that remain are not shifted to the start, and
+    the controller's judgments at step 0 are not epochs."""
+    import os
+
+    logs = tmp_path / "csv" / "lightning_logs"
+    for version, rows, mtime in [(0, ["0,0,0.30", "0,10,0.70", "1,20,0.75"], 1), (1, ["2,30,0.80", "3,40,0.81"], 2)]:
+        path = logs / f"version_{version}" / "metrics.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text("\n".join(["epoch,step,val_acc", *rows]) + "\n")
+        os.utime(path, (mtime, mtime))
+    assert run.val_curve(tmp_path) == [0.70, 0.75, 0.80, 0.81]
+    (logs / "version_0" / "metrics.csv").unlink()
+    assert run.val_curve(tmp_path) == [None, None, 0.80, 0.81]
+
+
+def test_the_curve_band_leaves_an_epoch_a_seed_lost_out_of_that_epochs_mean():
+    band = render.curve_band([[None, 0.8, 0.9], [0.6, 0.6]])
+    assert band == [(0, 0.6, 0.6, 0.6), (1, pytest.approx(0.7), 0.6, 0.8), (2, 0.9, 0.9, 0.9)]

@@ -55,15 +55,20 @@ def test_parking_again_replaces_the_older_copy(tmp_path):
     assert parking.park(tmp_path / "no_outputs", partial, ["checkpoints/last.ckpt"], lambda name: False) == []
 
 
-def test_parked_checkpoints_are_not_ignored_by_git():
-    """``*.ckpt`` is ignored everywhere else: a parked run must still be committable."""
+def test_parked_checkpoints_and_logs_are_not_ignored_by_git():
+    """``*.ckpt`` and ``lightning_logs/`` are ignored everywhere else: a parked run (its
+    checkpoint, and the CSV logs its validation curve is read from; an external method's
+    CSVLogger writes them under ``lightning_logs/``) must still be committable."""
     import subprocess
 
-    ignored = subprocess.run(["git", "check-ignore", "-q", "benchmarks/compare/partial/r_seed0/checkpoints/last.ckpt"],
-                             cwd=ROOT, capture_output=True)
-    elsewhere = subprocess.run(["git", "check-ignore", "-q", "benchmarks/compare/outputs/r_seed0/last.ckpt"],
-                               cwd=ROOT, capture_output=True)
-    assert (ignored.returncode, elsewhere.returncode) == (1, 0)
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, capture_output=True).returncode == 0
+
+    parked = ["benchmarks/compare/partial/r_seed0/checkpoints/last.ckpt",
+              "benchmarks/compare/partial/r_seed0/csv/lightning_logs/version_1/metrics.csv",
+              "benchmarks/converged/partial/r/csv/version_0/metrics.csv"]
+    elsewhere = ["benchmarks/compare/outputs/r_seed0/last.ckpt", "lightning_logs/version_0/metrics.csv"]
+    assert [ignored(p) for p in parked + elsewhere] == [False] * len(parked) + [True] * len(elsewhere)
 
 
 def test_a_run_resumed_in_another_checkout_keeps_its_best_epoch(tmp_path):

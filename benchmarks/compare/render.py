@@ -5,7 +5,7 @@ side-by-side latencies of ``latency.json``) only.
 
 Writes ``results.csv`` (one row per run), ``results.md`` (mean ± std per setting, the
 RQ tables, findings computed from the numbers), ``accuracy_vs_macs.png`` (every run, and the
-3x runs seed by seed), ``val_curves_3x.png`` / ``val_curves_3x_e40.png`` (validation accuracy
+3x runs seed by seed), ``val_curves_3x.png`` / ``val_curves_3x_e40.png`` / ``val_curves_resnet20_3x.png`` (validation accuracy
 per epoch of the 3x runs) and ``cut_vs_final.png``.
 """
 
@@ -352,7 +352,19 @@ def _spearman(x: list[float], y: list[float]) -> float:
     return cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
 
 
-def plot_curves(runs: list[dict], names: list[str], path: Path, epochs: int) -> None:
+def curve_band(curves: list[list[float | None]]) -> list[tuple[int, float, float, float]]:
+    """``(epoch, mean, lowest, highest)`` over the seeds' validation curves (fractions, as runs
+    record them in ``val_curve``), for every epoch at least one seed logged; an epoch a seed's
+    log lost (``None``) is left out of that epoch's mean, not counted as zero."""
+    band = []
+    for e in range(max((len(c) for c in curves), default=0)):
+        values = [c[e] for c in curves if e < len(c) and c[e] is not None]
+        if values:
+            band.append((e, statistics.fmean(values), min(values), max(values)))
+    return band
+
+
+def plot_curves(runs: list[dict], names: list[str], path: Path, epochs: int, network: str = "") -> None:
     """Validation accuracy after each epoch of the budget, per setting: the mean over its
     seeds, and the range of the seeds shaded (runs record ``val_curve``)."""
     import matplotlib
@@ -366,16 +378,17 @@ def plot_curves(runs: list[dict], names: list[str], path: Path, epochs: int) -> 
         curves = [r["val_curve"] for r in runs if r["name"] == name and r.get("val_curve")]
         if not curves:
             continue
-        n = min(len(c) for c in curves)
-        xs = range(1, n + 1)
-        cols = [[c[e] * 100 for c in curves] for e in range(n)]
-        ax.plot(xs, [statistics.fmean(v) for v in cols], color=cmap(i % 10), lw=1.5,
+        band = curve_band(curves)
+        xs = [e + 1 for e, *_ in band]
+        ax.plot(xs, [m * 100 for _, m, _, _ in band], color=cmap(i % 10), lw=1.5, marker=".", ms=3,
                 label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
         if len(curves) > 1:
-            ax.fill_between(xs, [min(v) for v in cols], [max(v) for v in cols], color=cmap(i % 10), alpha=0.2)
+            ax.fill_between(xs, [lo * 100 for _, _, lo, _ in band], [hi * 100 for *_, hi in band],
+                            color=cmap(i % 10), alpha=0.2)
     ax.set_xlabel("epoch of the budget")
     ax.set_ylabel("validation accuracy (%, 5 000 images)")
-    ax.set_title(f"Recovery at 3x fewer MACs, {epochs} epochs (mean over seeds, range shaded)")
+    ax.set_title(f"Recovery at 3x fewer MACs{network}, {epochs} epochs (mean over seeds, range shaded)",
+                 fontsize=10)
     ax.set_ylim(bottom=65)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
@@ -422,4 +435,6 @@ def render(experiment: str) -> None:
         plot_curves(runs, AT_3X, HERE / "val_curves_3x.png", epochs=15)
         if any(r["name"] in AT_3X_E40 for r in runs):
             plot_curves(runs, AT_3X_E40, HERE / "val_curves_3x_e40.png", epochs=40)
+    if any(r["name"] in RESNET20_3X for r in runs):
+        plot_curves(runs, RESNET20_3X, HERE / "val_curves_resnet20_3x.png", epochs=15, network=" of ResNet-20")
     print("\n".join(md))

@@ -118,10 +118,11 @@ def _unpark(folder: Path) -> None:
     parking.unpark(folder, PARTIAL, RESUME_POINTS)
 
 
-def val_curve(folder: Path) -> list[float]:
-    """Validation accuracy after each training epoch of the run in ``folder``, from its CSV
-    logs (every version: a resumed run logs a new one). Validations at step 0 (the
-    controller's judgments before the first epoch) are not epochs and are left out."""
+def val_curve(folder: Path) -> list[float | None]:
+    """Validation accuracy after each training epoch of the run in ``folder`` (item ``e`` is
+    epoch ``e``), from its CSV logs (every version: a resumed run logs a new one); ``None``
+    for an epoch whose log is missing (a run parked before its logs were). Validations at
+    step 0 (the controller's judgments before the first epoch) are not epochs and are left out."""
     import csv
 
     by_epoch: dict[int, float] = {}
@@ -130,7 +131,7 @@ def val_curve(folder: Path) -> list[float]:
             for row in csv.DictReader(f):
                 if row.get("val_acc") and int(row["step"]) > 0:
                     by_epoch[int(row["epoch"])] = float(row["val_acc"])
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    return [by_epoch.get(e) for e in range(max(by_epoch) + 1)] if by_epoch else []
 
 
 def _machine() -> str:
