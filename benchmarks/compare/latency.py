@@ -43,7 +43,7 @@ def shapes() -> dict[str, dict]:
     """``{setting: {"channels", "seed", "from", "shape_seeds", "experiment"}}``: each setting's
     lowest-seed shape from the committed runs, the seeds whose shape was the same, and the
     experiment whose dense network it was cut from."""
-    from run import EXPERIMENT, experiment_of
+    from run import experiment_of
 
     by_name: dict[str, list[tuple[int, dict[str, int], str]]] = {}
     experiment: dict[str, str] = {}
@@ -57,12 +57,13 @@ def shapes() -> dict[str, dict]:
         if name == "dense" or not row.get("channels"):
             continue
         seeds = by_name.setdefault(name, [])
+        experiment.setdefault(name, experiment_of(row))
         if all(s != 0 for s, _, _ in seeds):
             seeds.append((0, _convs(row["channels"]), "before_finetune.json"))
     out = {}
     for name, seeds in by_name.items():
         seed, ch, src = min(seeds, key=lambda t: t[0])
-        out[name] = {"channels": ch, "seed": seed, "from": src, "experiment": experiment.get(name, EXPERIMENT),
+        out[name] = {"channels": ch, "seed": seed, "from": src, "experiment": experiment[name],
                      "shape_seeds": sorted(s for s, c, _ in seeds if c == ch)}
     return out
 

@@ -69,12 +69,12 @@ CONVERGED = ROOT / "benchmarks" / "converged"
 CHECKPOINTS = {EXPERIMENT: CONVERGED / "vgg16_w025_e60_seed0.pt",
                "converged_resnet20": CONVERGED / "resnet20_seed0.pt"}
 CHECKPOINT = CHECKPOINTS[EXPERIMENT]
+FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr, and the external pipelines' default (--lr)
 
 
 def experiment_of(record: dict) -> str:
     """A run record's experiment preset: runs recorded before they named theirs are the VGG's."""
     return record.get("experiment", EXPERIMENT)
-FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr, and the external pipelines' default (--lr)
 
 
 def run_name(args: argparse.Namespace) -> str:
