@@ -1,13 +1,15 @@
-"""Small, fast set-ups shared by the pruning tests."""
+"""Small, fast set-ups shared by the pruning and scoring tests."""
 
 from __future__ import annotations
 
 import tempfile
 
 import lightning as L
+import torch
 
 from pl_pruning import ImageClassifier, build_model
 from pl_pruning.data import DigitsDataModule
+from pl_pruning.statistics import LayerStatistics
 
 
 def trainer(callbacks=(), max_epochs: int = 100, **kw) -> L.Trainer:
@@ -29,3 +31,12 @@ def trained_digits_classifier(epochs: int = 6, seed: int = 0, **optim) -> tuple[
     trainer(max_epochs=epochs).fit(model, datamodule=dm)
     model.hparams.update(lr=0.01, scheduler="none", **optim)
     return model, dm
+
+
+def layer_stats(counts: torch.Tensor) -> LayerStatistics:
+    """Statistics holding only the given histogram ``counts`` (filters x classes x bins)."""
+    f = counts.shape[0]
+    return LayerStatistics(counts=counts, activation_sum=torch.zeros(f, dtype=torch.float64),
+                           zeros=torch.zeros(f, dtype=torch.float64),
+                           elements=torch.ones(f, dtype=torch.float64),
+                           low=torch.zeros(f), high=torch.ones(f))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pruning_helpers import layer_stats
 from torch import nn
 
 from pl_pruning import PlPruningError, build_model
@@ -16,15 +17,6 @@ from pl_pruning.scoring.criteria import (
     get_criterion,
     register_criterion,
 )
-from pl_pruning.statistics import LayerStatistics
-
-
-def layer_stats(counts: torch.Tensor) -> LayerStatistics:
-    f = counts.shape[0]
-    return LayerStatistics(counts=counts, activation_sum=torch.zeros(f, dtype=torch.float64),
-                           zeros=torch.zeros(f, dtype=torch.float64),
-                           elements=torch.ones(f, dtype=torch.float64),
-                           low=torch.zeros(f), high=torch.ones(f))
 
 
 def test_registry_names():

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pruning_helpers import layer_stats
 
 from pl_pruning import PlPruningError
 from pl_pruning.scoring.criteria import compute_scores, get_criterion
 from pl_pruning.scoring.normalize import normalize_scores, per_layer_normalize
-from pl_pruning.statistics import LayerStatistics
-
-
-def layer_stats(counts: torch.Tensor) -> LayerStatistics:
-    f = counts.shape[0]
-    return LayerStatistics(counts=counts, activation_sum=torch.zeros(f, dtype=torch.float64),
-                           zeros=torch.zeros(f, dtype=torch.float64),
-                           elements=torch.ones(f, dtype=torch.float64),
-                           low=torch.zeros(f), high=torch.ones(f))
 
 
 def test_normalisations():
