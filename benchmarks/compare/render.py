@@ -47,8 +47,10 @@ RQ = {
         RQ_BASE, f"{RQ_BASE}_global_only", f"{RQ_BASE}_layerwise_only"],
     "RQ3 freeze, compensation, distillation (at_once_3x with one or more of them off, 15 epochs)": [
         "at_once_3x", "at_once_3x_freeze_off", RQ_BASE, f"{RQ_BASE}_compensation_off"],
-    f"Shapes ({RQ_BASE}, 15 epochs, pruning.normalize changed)": [
-        RQ_BASE, f"{RQ_BASE}_normalize_none", f"{RQ_BASE}_cost_aware"],
+    # pruning.normalize acts on Phase I's global ranking only, so the preset's layer-wise steps
+    # are shaped by layer_step (a layer's share per step) and layer_order instead.
+    f"Levers on the preset's settings ({L1_LW}, 15 epochs, seed-0 screens: distillation, shape)": [
+        L1_LW, f"{L1_LW}_kd0.5", f"{L1_LW}_t2", f"{L1_LW}_layer_step0.125", f"{L1_LW}_by_macs"],
     "The fine-tune's starting rate (cosine, 15 epochs; 0.01 is every method's default, 0.05 the baseline's own)": [
         RQ_BASE, f"{RQ_BASE}_lr0.05", "torch_pruning_3x", "torch_pruning_3x_lr0.05", "l1_uniform_3x", "l1_uniform_3x_lr0.05"],
     "The fine-tune's starting rate in the goal's 40 epochs (cosine; 0.05 is the baseline's own; the same cut)": [

@@ -130,6 +130,10 @@ class PhaseController(Callback):
             target_macs=target_macs, max_steps=max_steps, min_channels=min_channels, round_to=round_to,
             grow=grow, max_step=max_step, recheck=recheck, screen=screen, screen_drop=screen_drop,
             fill_budget=fill_budget, reference=reference)
+        if "global" not in self.schedule.phases and self.schedule.normalize != "per-layer":
+            rank_zero_warn(f"[PhaseController] normalize={normalize!r} has no effect: it puts the layers' "
+                           f"scores on one scale for the global phase's ranking, and phases="
+                           f"{self.schedule.phases} has no global phase")
         self.screen_batches = check_int("screen_batches", screen_batches, 1)
         self.pruner = Pruner(check_names("ignored_layers", ignored_layers), self.schedule.min_channels,
                              self.schedule.round_to, check_bool("compensate", compensate))

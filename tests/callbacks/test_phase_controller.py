@@ -188,6 +188,15 @@ def test_bad_arguments_are_named(kwargs, message):
         PhaseController(**kwargs)
 
 
+def test_a_normalisation_without_the_global_phase_is_named_as_moot(recwarn):
+    PhaseController(phases=["layerwise"], normalize="cost-aware")
+    assert any("normalize='cost-aware' has no effect" in str(w.message) for w in recwarn)
+    recwarn.clear()
+    PhaseController(phases=["global", "layerwise"], normalize="cost-aware")
+    PhaseController(phases=["layerwise"])
+    assert not [w for w in recwarn if "no effect" in str(w.message)]
+
+
 def test_a_bad_ignored_layer_fails_before_training(digits_model):
     model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
     tr = trainer([PhaseController(criterion="l1", ignored_layers=["net.features.0", "net.nope"])])
