@@ -92,8 +92,9 @@ def test_each_callback_yaml_holds_its_constructors_real_defaults(name):
 
 def test_presets_set_only_what_differs_from_the_callbacks():
     controller = OmegaConf.to_container(OmegaConf.load(CONF / "callbacks" / "phase_controller.yaml"))
-    for preset, differs in [("two_phase", {"final_epochs": 3}), ("global", {"final_epochs": 3, "phases": ["global"]}),
-                            ("layerwise", {"final_epochs": 3, "phases": ["layerwise"]})]:
+    two_phase = {"final_epochs": 3, "target_macs": 0.1}
+    for preset, differs in [("two_phase", two_phase), ("global", {**two_phase, "phases": ["global"]}),
+                            ("layerwise", {**two_phase, "phases": ["layerwise"]})]:
         pruning = OmegaConf.to_container(_compose(f"pruning={preset}").pruning)
         assert set(pruning) == {*controller, *CALLBACK_NODES, *FIT_KEYS}
         changed = {k: pruning[k] for k in controller if pruning[k] != controller[k]}
@@ -191,6 +192,8 @@ def test_paper_experiments_are_the_paper_setting():
     assert vgg.pruning.phases == ["global", "layerwise"]
     resnet = _compose("experiment=resnet56_cifar10")
     assert resnet.model.name == "resnet56" and resnet.trainer.accelerator == "gpu"
+    # the paper prunes as far as its bound allows: no 10x target from the two_phase preset
+    assert vgg.pruning.target_macs is None and resnet.pruning.target_macs is None
 
 
 @pytest.mark.parametrize("group, bad", [("pruning", "twophase"), ("experiment", "vgg16"),
