@@ -50,7 +50,8 @@ RQ = {
     # pruning.normalize acts on Phase I's global ranking only, so the preset's layer-wise steps
     # are shaped by layer_step (a layer's share per step) and layer_order instead.
     f"Levers on the preset's settings ({L1_LW}, 15 epochs, seed-0 screens: distillation, shape)": [
-        L1_LW, f"{L1_LW}_kd0.5", f"{L1_LW}_t2", f"{L1_LW}_layer_step0.125", f"{L1_LW}_by_macs"],
+        L1_LW, f"{L1_LW}_kd0.5", f"{L1_LW}_t2", f"{L1_LW}_layer_step0.125", f"{L1_LW}_by_macs",
+        f"{L1_LW}_layer_step0.5", f"{L1_LW}_max_drop0.03"],
     "The fine-tune's starting rate (cosine, 15 epochs; 0.01 is every method's default, 0.05 the baseline's own)": [
         RQ_BASE, f"{RQ_BASE}_lr0.05", "torch_pruning_3x", "torch_pruning_3x_lr0.05", "l1_uniform_3x", "l1_uniform_3x_lr0.05"],
     "The fine-tune's starting rate in the goal's 40 epochs (cosine; 0.05 is the baseline's own; the same cut)": [
@@ -59,7 +60,7 @@ RQ = {
         f"{L1_LW}_distill_off_e40", f"{L1_LW}_e40", f"{L1_LW}_kd4_e40"],
     # after: the pruning=at_once preset's settings, given the same epochs as the controller before
     "The controller before (commit 5c8aca5) and after the efficiency work, 15 and 40 epochs": [
-        "shipped", L1_LW, "shipped_e40", f"{L1_LW}_e40", f"{L1_LW_333}_e40"],
+        "shipped", L1_LW, "shipped_e40", f"{L1_LW}_e40", f"{L1_LW_333}_e40", f"{L1_LW_333}_layer_step0.5_e40"],
     # run.py names another network's runs with its prefix (--experiment converged_resnet20)
     "ResNet-20 at 3x, 15 epochs (--experiment converged_resnet20)": RESNET20_3X,
 }

@@ -86,7 +86,7 @@ def compare(labels: list[str]) -> None:
             return statistics.mean(r[key] for r in rs)
 
         lines.append(
-            f"| {label} ({rs[0]['commit']}) | {len(rs)} | {m('macs_reduction'):.2f}x "
+            f"| {label} ({', '.join(dict.fromkeys(r['commit'] for r in rs))}) | {len(rs)} | {m('macs_reduction'):.2f}x "
             f"({min(r['macs_reduction'] for r in rs):.2f}-{max(r['macs_reduction'] for r in rs):.2f}) | "
             f"{m('acc_drop_points'):.2f} ({max(r['acc_drop_points'] for r in rs):.2f}) | "
             f"{m('global_macs_per_epoch') / 1e3:.0f} k | {m('layerwise_macs_per_epoch') / 1e3:.0f} k | "
