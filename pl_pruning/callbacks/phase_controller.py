@@ -345,7 +345,7 @@ class PhaseController(Callback):
         """The run's summary: baseline, final network, reductions and every step."""
         return run_state.summarize(self.run, monitor=self.monitor, mode=self.schedule.mode,
                                    criterion=self.criterion_name, phases=self.schedule.phases,
-                                   max_drop=self.schedule.max_drop)
+                                   max_drop=self.schedule.max_drop, target_macs=self.schedule.target_macs)
 
     def _write_report(self, trainer: L.Trainer, pl_module: L.LightningModule, interrupted: bool = False) -> None:
         channels = {"before": self.run.baseline_channels, "after": channel_counts(pl_module, convs_only=True)}

@@ -302,11 +302,7 @@ class Schedule:
 
     def _target(self, run: RunState, d: Decision) -> float | None:
         """``target_macs`` in MACs (``d.judged``: the baseline, or the step just judged)."""
-        if self.target_macs is None:
-            return None
-        if self.target_macs > 1:
-            return self.target_macs
-        return self.target_macs * (run.baseline_cost["macs"] if run.baseline_cost else d.judged.macs)
+        return target_in_macs(self.target_macs, run.baseline_cost["macs"] if run.baseline_cost else d.judged.macs)
 
     def _room(self, run: RunState, d: Decision, macs: float) -> float:
         target = self._target(run, d)
@@ -332,3 +328,11 @@ class Schedule:
         if target is not None:
             return (d.judged.macs if d.judged.accepted else run.accepted["record"]["macs"]) > target
         return True
+
+
+def target_in_macs(target_macs: float | None, baseline_macs: float) -> float | None:
+    """``target_macs`` in MACs per sample: above 1 it is already, at most 1 it is a fraction
+    of ``baseline_macs``; None (no target) stays None."""
+    if target_macs is None:
+        return None
+    return target_macs if target_macs > 1 else target_macs * baseline_macs

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pl_pruning.files import atomic_path, write_text_atomic
+from pl_pruning.pruning.schedule import target_in_macs
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -20,8 +21,9 @@ def _fmt(v: Any, spec: str) -> str:
 def markdown_table(report: dict[str, Any]) -> str:
     """Every step of the run as a markdown table, with a summary line and what each phase
     spent and bought (steps, fine-tuning epochs, MACs removed) on top."""
+    target = report.get("target_macs")  # None (or a report from before it was recorded): no target
     lines = [f"# Pruning report ({report['criterion']}, phases {', '.join(report['phases'])}, "
-             f"max_drop {report['max_drop']})", ""]
+             f"max_drop {report['max_drop']}" + (f", target_macs {target}" if target is not None else "") + ")", ""]
     if "final" in report:
         base, final = report["baseline"], report["final"]
         lines += [f"{report['monitor']}: {_fmt(base['metric'], '.4f')} -> {_fmt(final['metric'], '.4f')}; "
@@ -70,6 +72,9 @@ def plot_path(report: dict[str, Any], path: Path) -> None:
     if base is not None:
         sign = -1 if report.get("mode", "max") == "max" else 1
         ax.axhline(base + sign * report["max_drop"], color="red", ls="--", lw=1, label="max_drop bound")
+    target = target_in_macs(report.get("target_macs"), report["baseline"].get("macs", 0))
+    if target:
+        ax.axvline(target / 1e6, color="purple", ls=":", lw=1, label="target_macs")
     ax.invert_xaxis()
     ax.set_xlabel("MACs per sample (M; pruning goes right)")
     ax.set_ylabel(report["monitor"])

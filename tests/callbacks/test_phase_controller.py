@@ -105,6 +105,7 @@ def test_target_macs_stops_pruning(digits_model):
     trainer([controller], max_epochs=30).fit(model, datamodule=dm)
     steps = [e for e in controller.history if e["phase"] == "global"]
     assert len(steps) == 1 and steps[0]["accepted"]  # one step reached 90% of the MACs
+    assert controller.report()["target_macs"] == 0.9  # the report names what stopped the run
 
 
 def test_optimizer_is_rebuilt_and_momentum_carried_over(digits_model):

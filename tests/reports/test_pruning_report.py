@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pl_pruning.pruning.run_state import per_phase
-from pl_pruning.reports.pruning_report import markdown_table, write_pruning_report
+from pl_pruning.reports.pruning_report import markdown_table, plot_path, write_pruning_report
 
 
 def _step(phase, accepted, metric, macs, removed=0, layer=None, step=0.0, drop=0.0):
@@ -31,7 +31,10 @@ REPORT = {
 
 def test_markdown_table_has_a_summary_and_one_row_per_step():
     md = markdown_table(REPORT)
-    assert md.startswith("# Pruning report (conditional_entropy, phases global, layerwise, max_drop 0.02)")
+    assert md.startswith("# Pruning report (conditional_entropy, phases global, layerwise, max_drop 0.02)\n")
+    targeted = markdown_table({**REPORT, "target_macs": 0.1})  # the run's stop, where it has one
+    assert targeted.startswith("# Pruning report (conditional_entropy, phases global, layerwise, max_drop 0.02, "
+                               "target_macs 0.1)\n")
     assert "val_acc: 0.9800 -> 0.9700; MACs 2.000 M -> 0.500 M (4.00x fewer)" in md
     assert "| 2 | layerwise | net.features.3 | 0.250 | 0.9000 | +0.0800 | 0.800 | 0.0800 | 8 | rolled back |" in md
     assert md.count("| accepted |") == 3
@@ -53,3 +56,21 @@ def test_write_pruning_report_writes_json_markdown_and_two_plots(tmp_path):
     assert all(p.stat().st_size > 5_000 for p in paths[2:])
     no_channels = write_pruning_report({**REPORT, "channels": None}, tmp_path / "other")
     assert [p.name for p in no_channels][-1] == "pruning_path.png"
+
+
+def test_the_path_plot_marks_the_target_where_the_run_has_one(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn, axvline = [], matplotlib.axes.Axes.axvline
+
+    def record(ax, x=0, **kwargs):
+        drawn.append((x, kwargs.get("label")))
+        return axvline(ax, x, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", record)
+    plot_path({**REPORT, "target_macs": 0.25}, tmp_path / "fraction.png")  # of the baseline's 2 M
+    plot_path({**REPORT, "target_macs": 600_000}, tmp_path / "macs.png")   # MACs per sample
+    plot_path(REPORT, tmp_path / "none.png")
+    assert drawn == [(0.5, "target_macs"), (0.6, "target_macs")]
+    assert all((tmp_path / f"{name}.png").stat().st_size > 0 for name in ("fraction", "macs", "none"))
+
