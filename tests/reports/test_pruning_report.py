@@ -73,4 +73,3 @@ def test_the_path_plot_marks_the_target_where_the_run_has_one(tmp_path, monkeypa
     plot_path(REPORT, tmp_path / "none.png")
     assert drawn == [(0.5, "target_macs"), (0.6, "target_macs")]
     assert all((tmp_path / f"{name}.png").stat().st_size > 0 for name in ("fraction", "macs", "none"))
-
