@@ -69,9 +69,16 @@ def plot_path(report: dict[str, Any], path: Path) -> None:
                            marker=marker, zorder=2,
                            label=f"{phase}{'' if ok else ' (rolled back)'}")
     base = report["baseline"]["metric"]
+    sign = -1 if report.get("mode", "max") == "max" else 1
+    # With reference="accepted" each step had its own bound (the network it was cut from minus
+    # max_drop): a red tick at that step; the line is then the final network's check.
+    own = [e for e in hist if e.get("reference") is not None]
+    if own:
+        ax.scatter([e["macs"] / 1e6 for e in own], [e["reference"] + sign * report["max_drop"] for e in own],
+                   color="red", marker="_", s=120, zorder=2, label="step's bound (its parent - max_drop)")
     if base is not None:
-        sign = -1 if report.get("mode", "max") == "max" else 1
-        ax.axhline(base + sign * report["max_drop"], color="red", ls="--", lw=1, label="max_drop bound")
+        ax.axhline(base + sign * report["max_drop"], color="red", ls="--", lw=1,
+                   label="max_drop bound (final check)" if own else "max_drop bound")
     target = target_in_macs(report.get("target_macs"), report["baseline"].get("macs", 0))
     if target:
         ax.axvline(target / 1e6, color="purple", ls=":", lw=1, label="target_macs")

@@ -73,3 +73,29 @@ def test_the_path_plot_marks_the_target_where_the_run_has_one(tmp_path, monkeypa
     plot_path(REPORT, tmp_path / "none.png")
     assert drawn == [(0.5, "target_macs"), (0.6, "target_macs")]
     assert all((tmp_path / f"{name}.png").stat().st_size > 0 for name in ("fraction", "macs", "none"))
+
+
+def test_the_path_plot_marks_each_steps_own_bound_when_steps_were_judged_against_the_accepted_network(
+        tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    ticks, lines = [], []
+    scatter, axhline = matplotlib.axes.Axes.scatter, matplotlib.axes.Axes.axhline
+
+    def record_scatter(ax, x, y, **kwargs):
+        if kwargs.get("marker") == "_":
+            ticks.append((list(x), [round(v, 4) for v in y]))
+        return scatter(ax, x, y, **kwargs)
+
+    def record_line(ax, y=0, **kwargs):
+        lines.append((round(y, 4), kwargs.get("label")))
+        return axhline(ax, y, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", record_scatter)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", record_line)
+    plot_path(REPORT, tmp_path / "baseline.png")
+    assert (ticks, lines) == ([], [(0.96, "max_drop bound")])
+    history = [{**e, "reference": 0.975} if e["phase"] == "layerwise" else e for e in REPORT["history"]]
+    plot_path({**REPORT, "history": history}, tmp_path / "accepted.png")
+    assert ticks == [([0.8], [0.955])]  # judged against 0.975, the network it was cut from
+    assert lines[-1] == (0.96, "max_drop bound (final check)")
