@@ -35,7 +35,8 @@ L1_LW = "at_once_3x_freeze_off_l1_layerwise"
 # before at 40 epochs, if it stays within 2 points.
 L1_LW_333 = "at_once_3.33x_freeze_off_l1_layerwise"
 AT_3X = ["two_phase_3x", "at_once_3x", "at_once_3x_freeze_off", RQ_BASE, L1_LW, "torch_pruning_3x", "l1_uniform_3x"]
-AT_3X_E40 = [f"{RQ_BASE}_e40", f"{L1_LW}_e40", f"{L1_LW}_distill_off_e40", "torch_pruning_3x_e40", "l1_uniform_3x_e40"]
+AT_3X_E40 = [f"{RQ_BASE}_e40", f"{L1_LW}_e40", f"{L1_LW}_distill_off_e40", f"{L1_LW}_layer_step0.5_e40",
+             "torch_pruning_3x_e40", "l1_uniform_3x_e40"]
 RESNET20_3X = [f"resnet20_{L1_LW}", "resnet20_torch_pruning_3x", "resnet20_l1_uniform_3x"]
 RQ = {
     "At the goal's 3x, 15 epochs (pl_pruning given target_macs=0.3333)": AT_3X,
@@ -60,7 +61,8 @@ RQ = {
         f"{L1_LW}_distill_off_e40", f"{L1_LW}_e40", f"{L1_LW}_kd4_e40"],
     # after: the pruning=at_once preset's settings, given the same epochs as the controller before
     "The controller before (commit 5c8aca5) and after the efficiency work, 15 and 40 epochs": [
-        "shipped", L1_LW, "shipped_e40", f"{L1_LW}_e40", f"{L1_LW_333}_e40", f"{L1_LW_333}_layer_step0.5_e40"],
+        "shipped", L1_LW, "shipped_e40", f"{L1_LW}_e40", f"{L1_LW_333}_e40", f"{L1_LW_333}_layer_step0.5_e40",
+        f"{L1_LW_333}_max_drop0.03_e40"],
     # run.py names another network's runs with its prefix (--experiment converged_resnet20)
     "ResNet-20 at 3x, 15 epochs (--experiment converged_resnet20)": RESNET20_3X,
 }
