@@ -68,6 +68,9 @@ RQ = {
 }
 # Issue goal: 3x fewer MACs at no more than 1 point lost within a 40-epoch budget.
 # The goal (issue 11) and the controller before (shipped, shipped_e40) are on the VGG only.
+# The bound of the before/after comparison (issue 12): the controller before's max_drop, the
+# two_phase preset's 0.02 then, in points.
+BEFORE_BOUND_POINTS = 2.0
 GOAL = {"macs_reduction": 3.0, "max_drop_points": 1.0, "budget": 40, "experiment": EXPERIMENT}
 
 
@@ -168,8 +171,10 @@ MATCHED = {"two_phase": ["torch_pruning", "l1_uniform"], "two_phase_3x": EXTERNA
            "at_once_3x": EXTERNAL_3X, "at_once_3x_freeze_off": EXTERNAL_3X, RQ_BASE: EXTERNAL_3X, L1_LW: EXTERNAL_3X,
            # at 40 epochs; the rate levers too, against the external pipelines as their users run them (lr 0.01)
            **{f"{name}_e40": EXTERNAL_3X_E40 for name in (RQ_BASE, L1_LW, f"{L1_LW}_distill_off", f"{L1_LW}_lr0.05",
-                                                           f"{L1_LW}_lr0.005", f"{L1_LW}_kd4")},
-           f"{L1_LW_333}_e40": [],  # no external run at 3.33x
+                                                           f"{L1_LW}_lr0.005", f"{L1_LW}_kd4",
+                                                           f"{L1_LW}_layer_step0.5")},
+           # no external run at 3.33x
+           **{f"{L1_LW_333}{lever}_e40": [] for lever in ("", "_layer_step0.5", "_max_drop0.03")},
            RESNET20_3X[0]: RESNET20_3X[1:]}
 
 
@@ -206,7 +211,8 @@ def findings(rows: dict[str, dict]) -> list[str]:
         return [*out, "- No run of the current controller has finished yet: nothing to conclude about 2PFPCE."]
     # the bound the controller before ran under (its runs predate the max_drop field: the
     # two_phase preset's 0.02 then), in points
-    bound = 100 * next((row["max_drop"] for _, row in before_at.values() if row.get("max_drop")), 0.02)
+    bound = 100 * next((row["max_drop"] for _, row in before_at.values() if row.get("max_drop")),
+                       BEFORE_BOUND_POINTS / 100)
     out += ["- The \"vs\" columns: test accuracy, ours minus theirs, in points; a tie when the difference is "
             "within the larger of the two settings' seed standard deviations. The before/after column compares "
             "with the controller before given the same epochs.",
@@ -279,6 +285,8 @@ def plot(runs: list[dict], path: Path) -> None:
         a.grid(alpha=0.3)
         a.set_ylabel("test accuracy (%)")
     ax.axvline(GOAL["macs_reduction"], color="grey", lw=1, ls=":")
+    # issue 12's before/after bound: the controller before's max_drop (2 points), at twice its reduction
+    ax.axhline(base - BEFORE_BOUND_POINTS, color="grey", lw=1, ls="-.")
     ax.set_xlabel("MACs reduction (baseline / pruned)")
     ax.set_title("Every run", fontsize=10)
     bx.set_title(f"At 3x: 15 epochs | {GOAL['budget']} epochs (each seed a point, mean a bar)", fontsize=10)
@@ -287,7 +295,8 @@ def plot(runs: list[dict], path: Path) -> None:
     handles += [Line2D([], [], color="black", marker=MARKERS.get(b, "s"), ls="", mfc="none", label=f"{b}-epoch budget")
                 for b in sorted({r["budget"] for r in runs})]
     handles += [Line2D([], [], color="grey", ls="--", label=f"converged baseline {base:.2f}%"),
-                Line2D([], [], color="grey", ls=":", label="1 point below (the goal)")]
+                Line2D([], [], color="grey", ls=":", label="1 point below (the goal)"),
+                Line2D([], [], color="grey", ls="-.", label=f"{BEFORE_BOUND_POINTS:g} points below (before/after bound)")]
     ax.legend(handles=handles, fontsize=7, loc="center", bbox_to_anchor=(0.45, 0.45))
     fig.suptitle("Equal-budget pruning of converged VGG-16-BN x0.25 (CIFAR-10 test set)")
     fig.tight_layout()
