@@ -40,6 +40,19 @@ def test_each_experiment_starts_from_its_own_committed_network(capsys, monkeypat
     assert "no converged network is known for experiment 'converged_mine': give --checkpoint" in capsys.readouterr().err
 
 
+def test_a_recorded_run_is_not_run_again_over_its_record(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(run, "RUNS", tmp_path)
+    (tmp_path / "at_once_3x_seed1.json").write_text("{}")
+    started = []
+    monkeypatch.setattr(run, "run_pl_pruning", lambda args: started.append(args) or {})
+    with pytest.raises(SystemExit):
+        run.main(["pl_pruning", "--seed", "1", "--name", "at_once_3x"])
+    assert started == []
+    assert "at_once_3x seed 1 is recorded already" in capsys.readouterr().err
+    assert (tmp_path / "at_once_3x_seed1.json").read_text() == "{}"
+
+
 def _row(acc, std=None, n=3, drop=1.0, reduction=3.01, budget=40):
     return {"n": n, "acc": (acc, std), "drop": (drop, std), "macs_reduction": (reduction, 0.0),
             "budget": budget, "method": "pl_pruning"}

@@ -97,9 +97,13 @@ def _run_folder(args: argparse.Namespace) -> Path:
     return HERE / "outputs" / f"{args.name}_seed{args.seed}"
 
 
+def _record_path(name: str, seed: int) -> Path:
+    return RUNS / f"{name}_seed{seed}.json"
+
+
 def _save(record: dict) -> Path:
     RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"{record['name']}_seed{record['seed']}.json"
+    path = _record_path(record["name"], record["seed"])
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
     parking.release(PARTIAL, path.stem)
@@ -359,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"no converged network is known for experiment {args.experiment!r}: give --checkpoint")
         args.checkpoint = str(CHECKPOINTS[args.experiment])
     args.name = run_name(args)
+    recorded = _record_path(args.name, args.seed)
+    if recorded.is_file():  # a second run would overwrite its record (wall time and all) with its own
+        p.error(f"{args.name} seed {args.seed} is recorded already ({recorded}); "
+                "delete that file to run it again")
     record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)
     record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
