@@ -34,7 +34,7 @@ def test_each_experiment_starts_from_its_own_committed_network(capsys, monkeypat
     assert run.CHECKPOINT == run.CHECKPOINTS[run.EXPERIMENT]
     for experiment, path in run.CHECKPOINTS.items():
         assert path.is_file(), f"{experiment}: {path} is not committed"
-        assert (ROOT / "pl_pruning" / "conf" / "experiment" / f"{experiment}.yaml").is_file()
+        assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()
     with pytest.raises(SystemExit):
         run.main(["torch_pruning", "--reduction", "3", "--experiment", "converged_mine"])
     assert "no converged network is known for experiment 'converged_mine': give --checkpoint" in capsys.readouterr().err

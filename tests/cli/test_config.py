@@ -1,4 +1,4 @@
-"""The app's config (pl_pruning/conf): every option composes and instantiates; the pruning
+"""The app's config (conf/, the package pl_pruning.conf): every option composes and instantiates; the pruning
 callbacks' YAML files hold their constructors' defaults; presets set only what differs;
 every setting has one name; launchers and the Optuna example."""
 
@@ -20,7 +20,7 @@ from pl_pruning.cli.app import CALLBACK_NODES, FIT_KEYS, pruning_callbacks
 from pl_pruning.errors import PlPruningError
 from pl_pruning.scoring import CRITERIA
 
-CONF = Path(__file__).resolve().parents[2] / "pl_pruning" / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ["model", "data", "optim", "trainer", "callbacks", "logger", "experiment"]
 PRESETS = sorted(p.stem for p in (CONF / "pruning").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
