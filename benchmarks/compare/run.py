@@ -69,6 +69,9 @@ CONVERGED = ROOT / "benchmarks" / "converged"
 CHECKPOINTS = {EXPERIMENT: CONVERGED / "vgg16_w025_e60_seed0.pt",
                "converged_resnet20": CONVERGED / "resnet20_seed0.pt"}
 CHECKPOINT = CHECKPOINTS[EXPERIMENT]
+# --fast: bf16 autocast and channels-last weights (benchmarks/train_speed/: 2.3x the training
+# step on this CPU); such runs are named with this suffix, apart from the fp32 records.
+FAST_SUFFIX, FAST_PRECISION = "_bf16cl", "bf16-mixed"
 FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr, and the external pipelines' default (--lr)
 
 
@@ -88,6 +91,8 @@ def run_name(args: argparse.Namespace) -> str:
         name += f"_{args.reduction:g}x" if args.reduction and args.method != "pl_pruning" else ""
         name += f"_lr{args.lr:g}" if args.lr != FINETUNE_LR else ""
         name += f"_e{args.budget}" if args.budget != 15 else ""
+    if args.fast and not name.endswith(FAST_SUFFIX):
+        name += FAST_SUFFIX
     return name if args.experiment == EXPERIMENT else f"{args.experiment.removeprefix('converged_')}_{name}"
 
 
@@ -156,7 +161,9 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
                  "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
                  f"hydra.run.dir={folder}", "callbacks.rich_progress_bar=null",
                  # every method spends the whole budget: a run that stops pruning early fine-tunes the rest
-                 *([] if args.tree else ["pruning.fill_budget=true"]), *args.overrides]
+                 *([] if args.tree else ["pruning.fill_budget=true"]),
+                 *([f"trainer.precision={FAST_PRECISION}", "callbacks=[default,channels_last]"] if args.fast else []),
+                 *args.overrides]
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=args.tree or ROOT)
     seconds = time.perf_counter() - start
@@ -269,6 +276,7 @@ def run_external(args: argparse.Namespace) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from pl_pruning.callbacks import ChannelsLast
     from pl_pruning.measure import channel_counts, measure_cost
     from pl_pruning.module import ImageClassifier
 
@@ -291,8 +299,10 @@ def run_external(args: argparse.Namespace) -> dict:
 
     def trainer(epochs, checkpoints=False):
         keep = [ModelCheckpoint(dirpath=last.parent, filename="last", enable_version_counter=False)] if checkpoints else None
+        if args.fast:
+            keep = [*(keep or []), ChannelsLast()]
         return L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(folder / "csv"),
-                         callbacks=keep, enable_checkpointing=checkpoints,
+                         precision=FAST_PRECISION if args.fast else "32-true", callbacks=keep, enable_checkpointing=checkpoints,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     base_model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape)
     base_acc = float(trainer(1).test(base_model, datamodule=dm, verbose=False)[0]["test_acc"])
@@ -336,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="external runs: the cosine fine-tune's starting learning rate (another adds _lr<lr> to the name)")
     p.add_argument("--experiment", default=EXPERIMENT,
                    help=f"experiment preset (another than {EXPERIMENT} prefixes the run name: resnet20_two_phase)")
+    p.add_argument("--fast", action="store_true",
+                   help=f"bf16 autocast + channels-last weights (named with {FAST_SUFFIX})")
     p.add_argument("--checkpoint", help="the converged network's state dict (default: the experiment's, "
                                         + ", ".join(f"{k}: {v.name}" for k, v in CHECKPOINTS.items()) + ")")
     args = p.parse_intermixed_args(argv)  # overrides may follow the options
@@ -371,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
                   if Path(args.checkpoint).resolve().is_relative_to(ROOT) else args.checkpoint,
-                  machine=_machine(), command="python benchmarks/compare/run.py " + " ".join(
+                  machine=_machine(), precision=FAST_PRECISION + "+channels_last" if args.fast else "32-true",
+                  command="python benchmarks/compare/run.py " + " ".join(
                       argv if argv is not None else sys.argv[1:]))
     _save(record)
 
