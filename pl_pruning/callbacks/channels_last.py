@@ -24,7 +24,10 @@ class ChannelsLast(L.Callback):
 
     @staticmethod
     def _convert(pl_module: L.LightningModule) -> None:
-        pl_module.to(memory_format=torch.channels_last)
+        # Validation and test run under inference mode: tensors made there could never be
+        # trained again (surgery's tracing and the next fit need them in autograd).
+        with torch.inference_mode(False), torch.no_grad():
+            pl_module.to(memory_format=torch.channels_last)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._convert(pl_module)

@@ -22,6 +22,8 @@ def test_weights_are_channels_last_after_a_pruning_fit_and_predictions_unchanged
     with torch.no_grad():
         assert torch.allclose(converted(x), reference(x), atol=1e-5)  # only the strides change
 
+    trainer([ChannelsLast()]).test(model, datamodule=dm, verbose=False)  # converts under inference mode
+    assert not any(t.is_inference() for t in [*model.parameters(), *model.buffers()])  # still trainable
     controller = PhaseController(criterion="l1", phases=["global"], max_steps=2, final_epochs=1, max_drop=0.5)
     trainer([ChannelsLast(), controller], max_epochs=4).fit(model, datamodule=dm)
     assert controller.run.surgeries >= 1  # surgery made new weights; the next epoch converted them
