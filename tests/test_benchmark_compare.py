@@ -10,11 +10,12 @@ run = load_benchmark("compare/run.py", "compare_run")
 render = load_benchmark("compare/render.py", "compare_render")
 
 
-def _args(method="pl_pruning", name=None, reduction=None, lr=run.FINETUNE_LR, budget=15, experiment=run.EXPERIMENT):
+def _args(method="pl_pruning", name=None, reduction=None, lr=run.FINETUNE_LR, budget=15, experiment=run.EXPERIMENT,
+          fast=False, shape=None):
     import argparse
 
     return argparse.Namespace(method=method, name=name, reduction=reduction, lr=lr, budget=budget,
-                              experiment=experiment)
+                              experiment=experiment, fast=fast, shape=shape)
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
@@ -24,6 +25,11 @@ def _args(method="pl_pruning", name=None, reduction=None, lr=run.FINETUNE_LR, bu
     ({"name": "at_once_3x_e40", "budget": 40}, "at_once_3x_e40"),  # --name is taken as given
     ({"method": "torch_pruning", "reduction": 3.0, "experiment": "converged_resnet20"}, "resnet20_torch_pruning_3x"),
     ({"name": "at_once_3x", "experiment": "converged_resnet20"}, "resnet20_at_once_3x"),
+    ({"name": "at_once_3x", "fast": True}, "at_once_3x_bf16cl"),  # bf16 runs never share an fp32 record
+    ({"method": "scratch", "shape": "at_once_3x_e40_seed2"}, "scratch_at_once_3x_e40"),
+    ({"method": "scratch", "shape": "uniform", "reduction": 3.0, "fast": True}, "scratch_uniform_3x_bf16cl"),
+    ({"method": "scratch", "shape": "resnet20_at_once_3x_seed0", "experiment": "converged_resnet20"},
+     "resnet20_scratch_at_once_3x"),
 ])
 def test_run_names_keep_settings_and_networks_apart(kwargs, expected):
     assert run.run_name(_args(**kwargs)) == expected
@@ -191,3 +197,28 @@ def test_a_validation_curve_keeps_each_epoch_in_its_place(tmp_path):
 def test_the_curve_band_leaves_an_epoch_a_seed_lost_out_of_that_epochs_mean():
     band = render.curve_band([[None, 0.8, 0.9], [0.6, 0.6]])
     assert band == [(0, 0.6, 0.6, 0.6), (1, pytest.approx(0.7), 0.6, 0.8), (2, 0.9, 0.9, 0.9)]
+
+
+def test_a_scratch_control_has_the_pruned_runs_shape_freshly_initialised_or_uniform_macs():
+    import torch
+    from omegaconf import OmegaConf
+
+    from pl_pruning.measure import channel_counts, count_macs
+    from pl_pruning.models import build_model
+
+    arch = OmegaConf.create({"name": "vgg16", "width": 0.25})
+    example = torch.zeros(1, 3, 32, 32)
+    dense = build_model("vgg16", width=0.25)
+    wanted = {f"net.{k}": max(1, v // 3) for k, v in channel_counts(dense, convs_only=True).items()}
+    torch.manual_seed(0)
+    net = run._shaped(arch, wanted, 10, 3, example)
+    assert {f"net.{k}": v for k, v in channel_counts(net, convs_only=True).items()} == wanted
+    # PyTorch's default init draws U(-1/sqrt(fan_in), 1/sqrt(fan_in)): re-initialised after the
+    # cut, a layer's weights reach beyond the bound of its full-width fan-in
+    second = net.features[3].weight
+    thin_bound, full_bound = 1 / (second.shape[1] * 9) ** 0.5, 1 / (dense.features[3].weight.shape[1] * 9) ** 0.5
+    assert full_bound < second.abs().max() <= thin_bound
+    target = count_macs(dense, example) / 3
+    thin, width = run._uniform(arch, target, 10, 3, example)
+    assert count_macs(thin, example) <= target and 0.1 < width < 0.25
+    assert count_macs(build_model("vgg16", width=width * 1.02), example) > target  # the largest width under it

@@ -86,6 +86,9 @@ def run_name(args: argparse.Namespace) -> str:
     (``torch_pruning_3x_lr0.05_e40``); a network other than the VGG's prefixes it
     (``resnet20_torch_pruning_3x``)."""
     name = args.name
+    if not name and args.method == "scratch":
+        name = "scratch_" + (f"uniform_{args.reduction:g}x" if args.shape == "uniform"
+                             else args.shape.rsplit("_seed", 1)[0].removeprefix(args.experiment.removeprefix("converged_") + "_"))
     if not name:
         name = "two_phase" if args.method == "pl_pruning" else args.method
         name += f"_{args.reduction:g}x" if args.reduction and args.method != "pl_pruning" else ""
@@ -327,12 +330,101 @@ def run_external(args: argparse.Namespace) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- scratch controls
+
+
+def _shaped(arch_cfg, channels: dict[str, int], num_classes: int, in_channels: int, example):
+    """A freshly initialised network of the architecture with ``channels`` filters per layer:
+    the full network cut to those counts, then every layer re-initialised (PyTorch's default
+    initialisation depends on a layer's fan-in, so it runs after the cut)."""
+    from pl_pruning.models import build_model
+    from pl_pruning.pruning.surgery import prune_filters, pruning_groups
+
+    net = build_model(arch_cfg.name, num_classes=num_classes, in_channels=in_channels, width=arch_cfg.width)
+    wanted = {name.removeprefix("net."): n for name, n in channels.items()}
+    plan = {g.root: list(range(wanted[g.root], g.channels)) for g in pruning_groups(net, example)
+            if g.root in wanted and wanted[g.root] < g.channels}
+    if plan:
+        prune_filters(net, plan, example, compensate=False)
+    for module in net.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return net
+
+
+def _uniform(arch_cfg, target: float, num_classes: int, in_channels: int, example):
+    """The VGG of the architecture scaled uniformly (its width multiplier) to the largest width
+    whose MACs are at most ``target``, freshly initialised; and that width."""
+    from pl_pruning.models import build_model
+
+    def build(width):
+        return build_model(arch_cfg.name, num_classes=num_classes, in_channels=in_channels, width=width)
+    low, high = 0.0, float(arch_cfg.width)
+    for _ in range(20):
+        mid = (low + high) / 2
+        low, high = (mid, high) if _count(build(mid), example) <= target else (low, mid)
+    return build(low), low
+
+
+def run_scratch(args: argparse.Namespace) -> dict:
+    """The architecture a pruning run ended with (``--shape <run>``), or the uniformly thinner
+    one of the same MACs (``--shape uniform`` with ``--reduction``), trained from scratch with
+    the converged baseline's own schedule (the experiment preset's optimiser, learning rate,
+    cosine schedule and epochs): pruning's result is read against it (Liu et al. 2019)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from pl_pruning.callbacks import ChannelsLast
+    from pl_pruning.measure import channel_counts, measure_cost
+    from pl_pruning.module import ImageClassifier
+
+    L.seed_everything(args.seed, workers=True)
+    cfg, dm, converged = _setup(args)
+    example = torch.zeros(1, *dm.input_shape)
+    base_cost = measure_cost(converged, torch.zeros(64, *dm.input_shape), latency=True)
+    if args.shape == "uniform":
+        net, width = _uniform(cfg.model, base_cost.macs / args.reduction, dm.num_classes, dm.in_channels, example)
+        source = {"uniform_width": width}
+    else:
+        shaped_by = json.loads((RUNS / f"{args.shape}.json").read_text())
+        net = _shaped(cfg.model, shaped_by["channels"], dm.num_classes, dm.in_channels, example)
+        source = {"shape_of": args.shape}
+    epochs = int(cfg.trainer.max_epochs)
+    folder = _run_folder(args)
+    _unpark(folder)
+    last = folder / EXTERNAL_RESUME
+    resumed = last.is_file()
+    start = time.perf_counter()
+    callbacks = [ModelCheckpoint(dirpath=last.parent, filename="last", enable_version_counter=False)]
+    callbacks += [ChannelsLast()] if args.fast else []
+    fit = L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(folder / "csv"),
+                    precision=FAST_PRECISION if args.fast else "32-true", callbacks=callbacks,
+                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    base_acc = float(fit.test(ImageClassifier(converged, num_classes=dm.num_classes, input_shape=dm.input_shape),
+                              datamodule=dm, verbose=False)[0]["test_acc"])
+    model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape, **cfg.optim)
+    fit.fit(model, datamodule=dm, ckpt_path=last if resumed else None)
+    acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
+    cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
+    block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
+                          "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
+    return {
+        "method": "scratch", **source, "optim": dict(cfg.optim),
+        "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
+        "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
+        "channels": channel_counts(model.net, convs_only=True), "epochs": epochs,
+        "wall_s": round(time.perf_counter() - start, 1), "resumed": resumed, "val_curve": val_curve(folder),
+    }
+
+
 # ----------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("method", choices=["pl_pruning", "torch_pruning", "l1_uniform", "render", "park"])
+    p.add_argument("method", choices=["pl_pruning", "torch_pruning", "l1_uniform", "scratch", "render", "park"])
     p.add_argument("overrides", nargs="*", help="Hydra overrides for pl_pruning runs (ablations)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, default=15, help="training epochs of every method")
@@ -346,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="external runs: the cosine fine-tune's starting learning rate (another adds _lr<lr> to the name)")
     p.add_argument("--experiment", default=EXPERIMENT,
                    help=f"experiment preset (another than {EXPERIMENT} prefixes the run name: resnet20_two_phase)")
+    p.add_argument("--shape", help="scratch runs: a run (<name>_seed<seed>) whose final architecture is "
+                                   "trained from scratch, or 'uniform' (with --reduction): the uniformly thinner network")
     p.add_argument("--fast", action="store_true",
                    help=f"bf16 autocast + channels-last weights (named with {FAST_SUFFIX})")
     p.add_argument("--checkpoint", help="the converged network's state dict (default: the experiment's, "
@@ -360,7 +454,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.method == "park":
         park()
         return
-    if args.method != "pl_pruning" and not (args.match or args.reduction):
+    if args.method == "scratch":
+        if not args.shape or (args.shape == "uniform") != bool(args.reduction):
+            p.error("scratch needs --shape <run>, or --shape uniform with --reduction")
+    elif args.method != "pl_pruning" and not (args.match or args.reduction):
         p.error(f"{args.method} needs --match <run> (the pl_pruning run whose MACs it must reach) or --reduction")
     if args.match and args.reduction:
         p.error("give --match or --reduction, not both")
@@ -379,7 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     if recorded.is_file():  # a second run would overwrite its record (wall time and all) with its own
         p.error(f"{args.name} seed {args.seed} is recorded already ({recorded}); "
                 "delete that file to run it again")
-    record = run_pl_pruning(args) if args.method == "pl_pruning" else run_external(args)
+    run = {"pl_pruning": run_pl_pruning, "scratch": run_scratch}.get(args.method, run_external)
+    record = run(args)
     record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
                   if Path(args.checkpoint).resolve().is_relative_to(ROOT) else args.checkpoint,
