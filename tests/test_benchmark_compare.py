@@ -126,8 +126,12 @@ def test_the_goal_and_the_controller_before_judge_the_vggs_runs_only():
 def test_each_method_has_its_own_colour_in_the_plot():
     keys = {render.style_of(n, m) for n, m in [(render.L1_LW, "pl_pruning"), (f"{render.L1_LW}_e40", "pl_pruning"),
                                               ("at_once_3x", "pl_pruning"), ("shipped", "pl_pruning"),
-                                              ("torch_pruning_3x", "torch_pruning"), ("l1_uniform_3x", "l1_uniform")]}
+                                              ("torch_pruning_3x", "torch_pruning"), ("l1_uniform_3x", "l1_uniform"),
+                                              ("torch_pruning_sl_3x_e40", "torch_pruning_sl"),
+                                              ("scratch_uniform_3x", "scratch")]}
     assert keys == set(render.STYLE)
+    assert render.style_of("rederived_3x_e40_bf16cl", "pl_pruning") == "preset"
+    assert render.style_of("x", "a_method_not_drawn_yet") == "ours"
     assert len({colour for colour, _ in render.STYLE.values()}) == len(render.STYLE)
 
 
@@ -222,3 +226,18 @@ def test_a_scratch_control_has_the_pruned_runs_shape_freshly_initialised_or_unif
     thin, width = run._uniform(arch, target, 10, 3, example)
     assert count_macs(thin, example) <= target and 0.1 < width < 0.25
     assert count_macs(build_model("vgg16", width=width * 1.02), example) > target  # the largest width under it
+
+
+def test_headline_rows_carry_welch_p_on_validation_and_test():
+    def run_(name, seed, val, test, method="pl_pruning"):
+        return {"name": name, "seed": seed, "method": method, "budget": 40, "macs_reduction": 3.0,
+                "acc_drop": 0.01, "pruned": {"test_acc": test}, "baseline": {"test_acc": 0.85},
+                "val_curve": [0.5, val], "wall_s": 600.0, "overrides": ["pruning.distill=false"]}
+    ours, theirs = render.HEADLINES[0]
+    runs = [run_(ours, s, 0.85 + 0.001 * s, 0.84 + 0.001 * s) for s in range(3)]
+    runs += [run_(theirs, s, 0.83 + 0.001 * s, 0.835 + 0.001 * s, "torch_pruning_sl") for s in range(3)]
+    line = next(line for line in render.headlines(render.summarise(runs)) if line.startswith(f"| {ours} | {theirs}"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[4] == "+2.00" and float(cells[5]) < 0.001  # validation: diff and p
+    assert cells[7] == "+0.50" and float(cells[8]) < 0.01   # test beside it
+    assert render.images_forwarded(runs[0]) == 45_000 * 40 + 5_000 * 40 + 5_000  # no teacher, no judged step

@@ -82,6 +82,44 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+TRAIN_IMAGES, VAL_IMAGES, BATCH = 45_000, 5_000, 128  # the converged presets' splits and batch size
+
+
+def distilled(run: dict) -> bool:
+    """Whether a pl_pruning run fine-tuned with the dense teacher (the presets' default then;
+    the controller before, ``shipped*``, had none)."""
+    return (run["method"] == "pl_pruning" and not run["name"].startswith("shipped")
+            and not any(o.replace(" ", "") == "pruning.distill=false" for o in run.get("overrides") or []))
+
+
+def images_forwarded(run: dict) -> int:
+    """Images through a forward pass in a run, estimated from its record: training images per
+    epoch (twice with a teacher), one validation pass per epoch and per judged step (and the
+    baseline's), and for steps judged before any epoch their BatchNorm re-estimation batches
+    (the controller's default 4)."""
+    epochs = run["budget"] if run["method"] != "scratch" else run["epochs"]
+    images = TRAIN_IMAGES * epochs * (2 if distilled(run) else 1) + VAL_IMAGES * epochs
+    if run["method"] == "pl_pruning":
+        judged = run.get("surgeries") or 0
+        images += VAL_IMAGES * (judged + 1) + (4 * BATCH * judged if any(
+            o.replace(" ", "") == "pruning.finetune_epochs=0" for o in run.get("overrides") or []) else 0)
+    return images
+
+
+def final_val(run: dict) -> float | None:
+    curve = [v for v in run.get("val_curve") or [] if v is not None]
+    return 100 * curve[-1] if curve else None
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Welch's two-sided t-test p-value (PROTOCOL.md); None with fewer than two values a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
 def summarise(runs: list[dict]) -> dict[str, dict]:
     by_name: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
@@ -91,7 +129,14 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
         acc = _mean_std([r["pruned"]["test_acc"] * 100 for r in rs])
         drop = _mean_std([r["acc_drop"] * 100 for r in rs])
         red = _mean_std([r["macs_reduction"] for r in rs])
+        vals = [v for v in (final_val(r) for r in rs) if v is not None]
         out[name] = {"n": len(rs), "seeds": sorted(r["seed"] for r in rs), "acc": acc, "drop": drop,
+                     "tests": [r["pruned"]["test_acc"] * 100 for r in rs], "vals": vals,
+                     "val": _mean_std(vals) if vals else None,
+                     "wall_min": statistics.fmean(r["wall_s"] / 60 for r in rs if r.get("wall_s")) if any(
+                         r.get("wall_s") for r in rs) else None,
+                     "images_m": statistics.fmean(images_forwarded(r) for r in rs) / 1e6,
+                     "precision": rs[0].get("precision", "32-true"),
                      "macs_reduction": red, "method": rs[0]["method"], "max_drop": rs[0].get("max_drop"),
                      "budget": max(r["budget"] for r in rs),
                      "experiment": experiment_of(rs[0]),
@@ -127,15 +172,18 @@ def speedups() -> dict[str, str]:
 
 
 def table(rows: dict[str, dict], names: list[str], speedup: dict[str, str]) -> list[str]:
-    lines = ["| setting | runs | test acc (%) | drop (points) | MACs reduction | latency speed-up (batch 64) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| setting | runs | validation acc (%) | test acc (%) | drop (points) | MACs reduction | "
+             "latency speed-up (batch 64) | wall (min) | images forwarded (M) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in names:
         s = rows.get(name)
         if s is None:
-            lines.append(f"| {name} | 0 | not run yet | | | |")
+            lines.append(f"| {name} | 0 | not run yet | | | | | | |")
             continue
-        lines.append(f"| {name} | {s['n']} | {_pm(s['acc'])} | {_pm(s['drop'])} | "
-                     f"{_pm(s['macs_reduction'], unit='x')} | {speedup.get(name, '-')} |")
+        val = _pm(s["val"]) if s["val"] else "-"
+        wall = f"{s['wall_min']:.0f}" if s["wall_min"] is not None else "-"
+        lines.append(f"| {name} | {s['n']} | {val} | {_pm(s['acc'])} | {_pm(s['drop'])} | "
+                     f"{_pm(s['macs_reduction'], unit='x')} | {speedup.get(name, '-')} | {wall} | {s['images_m']:.1f} |")
     return lines
 
 
@@ -234,21 +282,86 @@ def findings(rows: dict[str, dict]) -> list[str]:
     return out
 
 
+# Every headline difference (PROTOCOL.md): ours against each peer and control at 3x in 40 epochs,
+# the peers at their strongest, the scratch controls; a pair with no run yet says so.
+OURS_E40 = "rederived_3x_e40_bf16cl"
+HEADLINES = [
+    (OURS_E40, "torch_pruning_sl_3x_e40_bf16cl"), (OURS_E40, "torch_pruning_3x_e40"), (OURS_E40, "l1_uniform_3x_e40"),
+    (OURS_E40, "scratch_rederived_3x_e40_bf16cl"), (OURS_E40, "scratch_uniform_3x_bf16cl"),
+    (OURS_E40, f"{L1_LW}_e40"),
+    (f"{L1_LW}_e40", "torch_pruning_3x_e40"), (f"{L1_LW}_e40", "l1_uniform_3x_e40"),
+    (f"{L1_LW}_bf16cl", L1_LW),  # the precision check (PROTOCOL.md rule 7)
+]
+
+
+def headlines(rows: dict[str, dict]) -> list[str]:
+    lines = ["| ours | theirs | seeds | validation: ours / theirs | diff | p | test: ours / theirs | diff | p | "
+             "wall (min) ours / theirs | images (M) ours / theirs |",
+             "| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | --- |"]
+    fmt_p = lambda p: "-" if p is None else f"{p:.3f}"  # noqa: E731
+    for ours, theirs in HEADLINES:
+        a, b = rows.get(ours), rows.get(theirs)
+        if a is None or b is None:
+            missing = " and ".join(n for n, r in ((ours, a), (theirs, b)) if r is None)
+            lines.append(f"| {ours} | {theirs} | | not run yet: {missing} | | | | | | | |")
+            continue
+        vd = (a["val"][0] - b["val"][0]) if a["val"] and b["val"] else None
+        wall = " / ".join("-" if r["wall_min"] is None else f"{r['wall_min']:.0f}" for r in (a, b))
+        lines.append(
+            f"| {ours} | {theirs} | {a['n']} / {b['n']} | "
+            f"{_pm(a['val']) if a['val'] else '-'} / {_pm(b['val']) if b['val'] else '-'} | "
+            f"{'-' if vd is None else f'{vd:+.2f}'} | {fmt_p(welch_p(a['vals'], b['vals']))} | "
+            f"{_pm(a['acc'])} / {_pm(b['acc'])} | {a['acc'][0] - b['acc'][0]:+.2f} | "
+            f"{fmt_p(welch_p(a['tests'], b['tests']))} | {wall} | {a['images_m']:.1f} / {b['images_m']:.1f} |")
+    return lines
+
+
+def plot_val_vs_test(runs: list[dict], path: Path) -> None:
+    """Validation against test accuracy, run by run, of the 3x runs: where the two disagree,
+    a choice made on one is not a choice made on the other."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    for ax, budget in zip(axes, (15, 40)):
+        pts = [(final_val(r), 100 * r["pruned"]["test_acc"], r) for r in runs
+               if r["budget"] == budget and 2.9 < r["macs_reduction"] < 3.1 and final_val(r) is not None]
+        for v, t, r in pts:
+            colour, _ = STYLE[style_of(r["name"], r["method"])]
+            ax.scatter(v, t, color=colour, s=25)
+        if pts:
+            lo = min(min(v, t) for v, t, _ in pts) - 0.3
+            hi = max(max(v, t) for v, t, _ in pts) + 0.3
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+        ax.set_title(f"3x, {budget} epochs: each run's final validation and test accuracy")
+        ax.set_xlabel("validation accuracy (%), 5 000 images")
+    axes[0].set_ylabel("test accuracy (%), 10 000 images")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=label) for c, label in STYLE.values()]
+    axes[1].legend(handles=handles, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # Colours by method (the preset's settings apart from the controller's other settings) and
 # markers by budget, shared by both panels of accuracy_vs_macs.png.
 STYLE = {"preset": ("tab:orange", "pl_pruning: the at_once preset's settings"),
          "ours": ("tab:blue", "pl_pruning: other settings (ablations)"),
          "before": ("dimgrey", "pl_pruning before its efficiency work (5c8aca5)"),
          "torch_pruning": ("tab:green", "Torch-Pruning's pipeline"),
-         "l1_uniform": ("tab:red", "one-shot uniform L1")}
+         "l1_uniform": ("tab:red", "one-shot uniform L1"),
+         "torch_pruning_sl": ("tab:olive", "Torch-Pruning with group sparsity"),
+         "scratch": ("tab:purple", "the same MACs trained from scratch")}
 MARKERS = {15: "o", 40: "D"}  # another budget: squares
 
 
 def style_of(name: str, method: str) -> str:
     """The STYLE key of a setting."""
     if method != "pl_pruning":
-        return method
-    if name in (L1_LW, f"{L1_LW}_e40", f"{L1_LW_333}_e40"):
+        return method if method in STYLE else "ours"
+    if name in (L1_LW, f"{L1_LW}_e40", f"{L1_LW_333}_e40") or name.startswith("rederived"):
         return "preset"
     return "before" if name.startswith("shipped") else "ours"
 
@@ -428,12 +541,16 @@ def render(experiment: str) -> None:
     md = ["# Equal-budget comparison (generated by `python benchmarks/compare/run.py render`)", ""]
     md += [f"{len(runs)} runs. Every run starts from the same converged checkpoint and trains "
            "its budget of epochs in all (15, the harness default; 40 for names ending in _e40). "
-           "Mean ± standard deviation over seeds; "
+           "Mean ± sample standard deviation over seeds; "
            "'(1 seed)' marks a single run. Latency speed-up: the dense network's CPU latency over the "
            "pruned one's in eager PyTorch at batch 64, one thread, the two timed side by side by "
            "`latency.py` (`latency.md` has batch 1 and ONNX Runtime); '-' where the run recorded no "
            "shape. `results.csv` keeps the latencies each run took of itself at its end, on a shared "
            "machine: those do not compare across runs.", ""]
+    md += ["## Headline differences (PROTOCOL.md: validation decides, test is reported beside it)", "",
+           "Mean ± sample SD over seeds; p: Welch's two-sided t-test; wall time on a shared 2-core CPU "
+           "(runs named `_bf16cl`: bf16 autocast, channels-last weights); images forwarded estimated from "
+           "each record (a teacher's forward counted).", "", *headlines(rows), ""]
     for title, names in RQ.items():
         md += [f"## {title}", "", *table(rows, names, lat), ""]
     others = sorted(set(rows) - {n for names in RQ.values() for n in names})
@@ -446,6 +563,7 @@ def render(experiment: str) -> None:
     (HERE / "results.md").write_text("\n".join(md))
     if vgg:
         plot(vgg, HERE / "accuracy_vs_macs.png")
+        plot_val_vs_test(vgg, HERE / "val_vs_test_3x.png")
         plot_curves(runs, AT_3X, HERE / "val_curves_3x.png", epochs=15)
         if any(r["name"] in AT_3X_E40 for r in runs):
             plot_curves(runs, AT_3X_E40, HERE / "val_curves_3x_e40.png", epochs=40)
