@@ -5,6 +5,7 @@ before it has finished and its checkpoint is on disk."""
 
 import os
 import signal
+import time
 
 import lightning as L
 
@@ -34,3 +35,20 @@ class PreemptAtEpoch(L.Callback):
         if pruning and trainer.current_epoch == self.epoch and not os.path.exists(self.marker):
             open(self.marker, "w").close()
             os.kill(os.getpid(), signal.SIGUSR2)
+
+
+class HoldAtEpoch(L.Callback):
+    """While the file ``flag`` exists, the pruning fit waits at the start of epoch ``epoch``
+    (the previous epoch's checkpoint is on disk) until the process is ended, and says so by
+    creating ``<flag>.held``: a test requeues the cluster job there. Without the file it
+    does nothing, so a run with it computes what a run without it does."""
+
+    def __init__(self, epoch: int, flag: str) -> None:
+        self.epoch, self.flag = epoch, flag
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pruning = any(isinstance(c, PhaseController) for c in trainer.callbacks)
+        if pruning and trainer.current_epoch == self.epoch and os.path.exists(self.flag):
+            open(f"{self.flag}.held", "w").close()
+            while True:  # until the cluster ends the job
+                time.sleep(1)
