@@ -101,7 +101,9 @@ def _read_overrides(job_dir: Path) -> list[str] | None:
         return None
     from omegaconf import OmegaConf
 
-    return [str(o) for o in OmegaConf.load(path)]
+    # As written on the command line: an interpolation (`${hydra:runtime.output_dir}`,
+    # `${oc.env:SLURM_ARRAY_TASK_ID}`) stays text; resolving it outside its job would fail.
+    return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path), resolve=False)]
 
 
 def _job_order(path: Path) -> tuple:

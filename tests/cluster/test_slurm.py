@@ -83,7 +83,7 @@ def test_a_two_job_sweep_through_the_slurm_launcher_finishes_and_reports(slurm, 
     submitted = sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and "_" in p.name)
     assert len(submitted) == 2, submitted
     array_id = submitted[0].split("_")[0]
-    jobs = slurm.jobs(array_id)
+    jobs = slurm.wait(array_id, 120)  # submitit returns on the results; SLURM ends the tasks after
     assert sorted(jobs) == [f"{array_id}_0", f"{array_id}_1"]
     assert {j["JobState"] for j in jobs.values()} == {"COMPLETED"}, jobs
     for i, criterion in enumerate(["l1", "conditional_entropy"]):

@@ -52,6 +52,17 @@ def test_report_groups_by_overrides_minus_seed(tmp_path):
     assert paths["png"].stat().st_size > 10_000
 
 
+def test_overrides_with_interpolations_are_read_as_written(tmp_path):
+    """An array task's seed from its environment and a path inside its own folder: neither
+    can be resolved after the job, and both label the jobs as they were typed."""
+    for task in (0, 1):
+        _fake_job(tmp_path / str(task), ["seed=${oc.env:SLURM_ARRAY_TASK_ID}", "pruning.criterion=l1",
+                                         "+callbacks.x.path=${hydra:runtime.output_dir}/x"], task, 0.01, 2.0)
+    settings, common = report.group_settings(report.load_jobs(tmp_path)[0])
+    assert [(s.label, len(s.jobs)) for s in settings] == [("(all jobs)", 2)]
+    assert common == ["pruning.criterion=l1", "+callbacks.x.path=${hydra:runtime.output_dir}/x"]
+
+
 def test_report_without_hydra_folders_groups_by_differing_config(tmp_path):
     for i, (crit, seed) in enumerate([("l1", 0), ("l1", 1), ("apoz", 0)]):
         _fake_job(tmp_path / str(i), None, seed, 0.01, 2.0, criterion=crit)
