@@ -4,7 +4,7 @@ Cuts the converged VGG-16-BN x0.25 to a third of its MACs with Torch-Pruning's p
 (5 iterative steps) and with one-shot uniform L1, exactly as ``run.py`` does, and measures
 validation accuracy on the 5 000 validation images twice: with the BatchNorm statistics
 the cut left, and after re-estimating them on the first 4 training batches (what
-``pruning.finetune_epochs=0`` does before each judgment). The 2PFPCE figure (``at_once_3x``)
+``pruning.controller.finetune_epochs=0`` does before each judgment). The 2PFPCE figure (``at_once_3x``)
 comes from its committed run: its last accepted step's validation. Each cut's channels per
 layer are written beside it.
 

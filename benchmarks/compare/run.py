@@ -9,7 +9,7 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
     python benchmarks/compare/run.py pl_pruning --seed 0
     # the controller as it was before issue 12 (commit 5c8aca5), from a second checkout
     python benchmarks/compare/run.py pl_pruning --seed 0 --name shipped --tree ../shipped
-    python benchmarks/compare/run.py pl_pruning --seed 0 --name criterion_l1 pruning.criterion=l1
+    python benchmarks/compare/run.py pl_pruning --seed 0 --name criterion_l1 pruning.controller.criterion=l1
     # Torch-Pruning's own pipeline (global GroupMagnitudeImportance p=2, i.e. group norm,
     # iterative steps) and one-shot uniform L1 (Li et al. 2017), both at the MACs the
     # matching pl_pruning run reached, then fine-tuned for the whole budget (cosine)
@@ -17,15 +17,15 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
     python benchmarks/compare/run.py l1_uniform --seed 0 --match two_phase_seed0
     # the goal's 3x with every step judged before the first epoch (BatchNorm re-estimated,
     # no fine-tuning between steps), so the final fine-tune gets the whole budget
-    python benchmarks/compare/run.py pl_pruning --seed 0 --name at_once_3x pruning.finetune_epochs=0 \
-        pruning.target_macs=0.3333 pruning.reference=accepted pruning.max_drop=0.05 \
-        pruning.global_step=0.1 pruning.grow=1 pruning.min_step=0.025
+    python benchmarks/compare/run.py pl_pruning --seed 0 --name at_once_3x pruning.controller.finetune_epochs=0 \
+        pruning.controller.target_macs=0.3333 pruning.controller.reference=accepted pruning.controller.max_drop=0.05 \
+        pruning.controller.global_step=0.1 pruning.controller.grow=1 pruning.controller.min_step=0.025
     # or at a given reduction (the goal's 3x), named torch_pruning_3x / l1_uniform_3x
     # (a --budget other than 15 adds _e<budget>: torch_pruning_3x_e40; give pl_pruning runs
     # the same suffix with --name at_once_3x_e40)
     python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5
     # the external fine-tune from another starting rate (named torch_pruning_3x_lr0.05); a
-    # pl_pruning run takes it as an override, pruning.finetune_lr=0.05
+    # pl_pruning run takes it as an override, pruning.fit.lr=0.05
     python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5 --lr 0.05
     # table, plot and findings from every committed runs/*.json
     python benchmarks/compare/run.py render
@@ -155,16 +155,22 @@ def _machine() -> str:
 # ----------------------------------------------------------------------------- pl_pruning
 
 
+def _budget_key(args: argparse.Namespace) -> str:
+    """The pruning fit's epochs: ``pruning.fit.max_epochs``; a ``--tree`` checkout from before
+    the override keys were renamed (the ``shipped`` controller) names it ``pruning.max_epochs``."""
+    return "pruning.max_epochs" if args.tree else "pruning.fit.max_epochs"
+
+
 def run_pl_pruning(args: argparse.Namespace) -> dict:
     """``pl-prune`` from the converged checkpoint with the two_phase preset (+ overrides)."""
     folder = _run_folder(args)  # the app resumes from it, as any pl-prune run does
     _unpark(folder)
     resumed = (folder / PL_PRUNING_RESUME).is_file()
     overrides = [f"experiment={args.experiment}", f"model.checkpoint={Path(args.checkpoint).resolve()}",
-                 "pruning=two_phase", f"pruning.max_epochs={args.budget}", f"seed={args.seed}",
+                 "pruning=two_phase", f"{_budget_key(args)}={args.budget}", f"seed={args.seed}",
                  f"hydra.run.dir={folder}", "callbacks.rich_progress_bar=null",
                  # every method spends the whole budget: a run that stops pruning early fine-tunes the rest
-                 *([] if args.tree else ["pruning.fill_budget=true"]),
+                 *([] if args.tree else ["pruning.controller.fill_budget=true"]),
                  *([f"trainer.precision={FAST_PRECISION}", "callbacks=[default,channels_last]"] if args.fast else []),
                  *args.overrides]
     start = time.perf_counter()
@@ -466,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.lr <= 0:
         p.error(f"--lr must be more than 0, got {args.lr}")
     if args.method == "pl_pruning" and args.lr != FINETUNE_LR:
-        p.error("pl_pruning runs take the fine-tuning rate as an override: pruning.finetune_lr=<lr>")
+        p.error("pl_pruning runs take the fine-tuning rate as an override: pruning.fit.lr=<lr>")
     if args.checkpoint is None:
         if args.experiment not in CHECKPOINTS:
             p.error(f"no converged network is known for experiment {args.experiment!r}: give --checkpoint")

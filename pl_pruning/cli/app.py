@@ -15,11 +15,11 @@ controller's summary). ``pruning=none`` keeps the baseline only. The task functi
 returns the objective (:mod:`pl_pruning.cli.objective`), also written to
 ``results.json``; ranks other than 0 return ``None``.
 
-**The ``pruning`` node.** Its root holds PhaseController's arguments (from
-``conf/callbacks/phase_controller.yaml``: ``pruning.criterion``, ``pruning.max_drop``,
-``pruning.monitor`` ...), ``pruning.statistics`` the EntropyStatistics node,
-``pruning.freeze`` the MaxEntropyFreeze node, and :data:`FIT_KEYS` the pruning fit's own
-settings. Every other key of the root is passed to the controller.
+**The ``pruning`` node.** One node per callback, each holding its constructor's arguments
+as they are passed (:data:`PRUNING_CALLBACKS`): ``pruning.controller`` -> ``PhaseController``,
+``pruning.statistics`` -> ``EntropyStatistics``, ``pruning.freeze`` -> ``MaxEntropyFreeze``,
+``pruning.distill`` -> ``Distillation`` (``null``/``false``: left out); ``pruning.fit`` the
+pruning fit's own settings (``max_epochs``, ``lr``, ``scheduler``).
 
 **Errors.** Bad input (:class:`~pl_pruning.errors.PlPruningError`) ends the run with
 one line on stderr and exit status 2; any other exception is a failure of the program
@@ -50,14 +50,11 @@ from pl_pruning.checkpoint import load_weights, read_state_dict, save_pruned
 from pl_pruning.cli.checks import check_run_config
 from pl_pruning.cli.ddp_hydra import ddp_ranks_join_this_job
 from pl_pruning.cli.objective import Objective
+from pl_pruning.cli.pruning_node import pruning_callbacks
 from pl_pruning.errors import PlPruningError, choice_error
 from pl_pruning.files import write_text_atomic
 from pl_pruning.measure import measure_cost
 from pl_pruning.module import ImageClassifier
-
-# Keys of the ``pruning`` node that are not PhaseController arguments.
-CALLBACK_NODES = ("statistics", "freeze", "distill")  # EntropyStatistics, MaxEntropyFreeze, Distillation
-FIT_KEYS = ("finetune_lr", "finetune_scheduler", "max_epochs")  # the pruning fit's optimiser and budget
 
 
 def _instantiate(cfg: Any, **kwargs: Any) -> Any:
@@ -76,19 +73,6 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [_instantiate(c) for c in group.values() if c is not None and "_target_" in c]
-
-
-def pruning_callbacks(node: DictConfig | None) -> list[Any]:
-    """EntropyStatistics, PhaseController, MaxEntropyFreeze and Distillation from the
-    ``pruning`` node (empty for ``pruning=none``); a callback node set to ``null`` is left out."""
-    if not node or "_target_" not in node:
-        return []
-    settings = OmegaConf.to_container(node, resolve=True)
-    controller = {k: v for k, v in settings.items() if k not in (*CALLBACK_NODES, *FIT_KEYS)}
-    statistics, freeze, distill = (settings.get(k) for k in CALLBACK_NODES)
-    if isinstance(distill, bool):  # pruning.distill=true: Distillation with its defaults
-        distill = {"_target_": "pl_pruning.Distillation"} if distill else None
-    return [_instantiate(c) for c in (statistics, controller, freeze, distill) if c]
 
 
 def build_classifier(cfg: DictConfig, datamodule: L.LightningDataModule) -> ImageClassifier:
@@ -128,9 +112,9 @@ def _prune(cfg: DictConfig, classifier: ImageClassifier, datamodule: L.Lightning
                                   enable_version_counter=False)]
     callbacks += [c for c in _instantiate_all(cfg.get("callbacks")) if not isinstance(c, ModelCheckpoint)]
     # Fine-tuning has its own learning rate; the schedule is rebuilt after every surgery.
-    classifier.hparams.lr = pruning.finetune_lr
-    classifier.hparams.scheduler = pruning.finetune_scheduler
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, max_epochs=pruning.max_epochs,
+    classifier.hparams.lr = pruning.fit.lr
+    classifier.hparams.scheduler = pruning.fit.scheduler
+    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, max_epochs=pruning.fit.max_epochs,
                                       logger=_instantiate_all(cfg.get("logger")) or False,
                                       num_sanity_val_steps=0)
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=_resume_from(folder))
@@ -234,7 +218,7 @@ def task(cfg: DictConfig) -> float | None:
 
 
 def check_overrides(args: Sequence[str]) -> None:
-    """Check every ``pruning.criterion`` value of the command line before any job starts.
+    """Check every ``pruning.controller.criterion`` value of the command line before any job starts.
 
     Hydra checks group options (``pruning=foo``) for the whole sweep before launching;
     values are only checked inside each job, so a sweep over a misspelt criterion would
@@ -253,7 +237,7 @@ def check_overrides(args: Sequence[str]) -> None:
             continue
         try:
             override = parser.parse_override(arg)
-            if override.key_or_group != "pruning.criterion" or override.is_delete():
+            if override.key_or_group != "pruning.controller.criterion" or override.is_delete():
                 continue
             values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
                       else [override.value()])

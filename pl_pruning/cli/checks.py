@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from pl_pruning.cli.pruning_node import pruning_on
 from pl_pruning.errors import PlPruningError
 from pl_pruning.validate import check_int
 
@@ -39,8 +40,8 @@ def check_run_config(cfg: DictConfig) -> None:
             raise PlPruningError(f"trainer.max_epochs must be an integer >= 1 to train the baseline, got {epochs!r} "
                                  "(to prune a trained network instead, give model.checkpoint=...)")
     pruning = cfg.get("pruning")
-    if pruning and "_target_" in pruning:
-        check_int("pruning.max_epochs", pruning.get("max_epochs"), 1)
+    if pruning_on(pruning):
+        check_int("pruning.fit.max_epochs", pruning.fit.get("max_epochs"), 1)
     check_int("measure.batch_size", cfg.measure.get("batch_size"), 1)
     check_int("measure.num_threads", cfg.measure.get("num_threads"), 1)
     if cfg.trainer.get("accelerator") in ("gpu", "cuda"):

@@ -11,7 +11,7 @@ fraction), which the controller never sees. With the default penalty 0.0 every r
 the bound scores below every run within it, and a smaller excess scores higher, so the
 sampler still learns from infeasible trials. Without pruning the value is 1.0 (no
 reduction, no drop). The settings are the config's ``objective`` node; ``max_drop``
-follows ``pruning.max_drop`` unless set.
+follows ``pruning.controller.max_drop`` unless set.
 """
 
 from __future__ import annotations

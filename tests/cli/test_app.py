@@ -20,8 +20,8 @@ def _run(cli, tmp_path, *overrides, check=True):
 
 @pytest.mark.slow
 def test_default_run_on_digits_trains_prunes_and_writes_results(cli, tmp_path):
-    _run(cli, tmp_path, "trainer.max_epochs=6", "measure.batch_size=8", "pruning.max_epochs=25",
-         "pruning.final_epochs=1")
+    _run(cli, tmp_path, "trainer.max_epochs=6", "measure.batch_size=8", "pruning.fit.max_epochs=25",
+         "pruning.controller.final_epochs=1")
     results = json.loads((tmp_path / "results.json").read_text())
     base, pruned = results["baseline"], results["pruned"]
     assert set(pruned) >= {"test_acc", "macs", "params", "latency_ms"}
@@ -59,8 +59,8 @@ BAD_INPUT = [
     (["data=image_folder", "data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
     (["model=nonexistent"], "Could not find 'model/nonexistent'"),
     (["data=imagenet"], "Available options in 'data'"),
-    (["pruning.criterion=entropyy"], "unknown criterion 'entropyy'; choose one of: conditional_entropy"),
-    (["pruning.max_drop=1.5"], "max_drop must be in (0, 1), got 1.5"),
+    (["pruning.controller.criterion=entropyy"], "unknown criterion 'entropyy'; choose one of: conditional_entropy"),
+    (["pruning.controller.max_drop=1.5"], "max_drop must be in (0, 1), got 1.5"),
     (["trainer.max_epochs=0"], "trainer.max_epochs must be an integer >= 1 to train the baseline, got 0"),
     (["data=image_folder"], "data.root must be given (the folder or .tar.gz of the images)"),
 ]
@@ -134,8 +134,9 @@ def test_console_scripts_point_at_the_cli():
 
 # A small default run (distillation on) with rollbacks: 2 baseline epochs, then Phase I
 # (with rollbacks), Phase II and the final fine-tune in 9 pruning epochs.
-KILL_RUN = ["trainer.max_epochs=2", "pruning.max_epochs=9", "pruning.final_epochs=1", "pruning.max_drop=0.005",
-            "pruning.global_step=0.3", "pruning.min_step=0.2", "measure.latency=false",
+KILL_RUN = ["trainer.max_epochs=2", "pruning.fit.max_epochs=9", "pruning.controller.final_epochs=1",
+            "pruning.controller.max_drop=0.005",
+            "pruning.controller.global_step=0.3", "pruning.controller.min_step=0.2", "measure.latency=false",
             "callbacks.rich_progress_bar=null"]
 
 
@@ -209,7 +210,7 @@ def test_a_preempted_cluster_job_is_requeued_and_resumes(cli, tmp_path):
                                                         os.environ.get("PYTHONPATH", "")])}
     marker = tmp_path / "preempted"
     proc = subprocess.run([*cli, "-m", "hydra/launcher=local", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                           "trainer.max_epochs=2", "pruning.max_epochs=6", "pruning.final_epochs=1",
+                           "trainer.max_epochs=2", "pruning.fit.max_epochs=6", "pruning.controller.final_epochs=1",
                            "measure.latency=false", "callbacks.rich_progress_bar=null",
                            "+callbacks.preempt._target_=kill_switch.PreemptAtEpoch",
                            "+callbacks.preempt.epoch=2", f"+callbacks.preempt.marker={marker}"],

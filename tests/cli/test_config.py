@@ -1,5 +1,5 @@
 """The app's config (conf/, the package pl_pruning.conf): every option composes and instantiates; the pruning
-callbacks' YAML files hold their constructors' defaults; presets set only what differs;
+arguments' YAML files hold their constructors' defaults; presets set only what differs;
 every setting has one name; launchers and the Optuna example."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from pl_pruning import Distillation, EntropyStatistics, MaxEntropyFreeze, PhaseController
-from pl_pruning.cli.app import CALLBACK_NODES, FIT_KEYS, pruning_callbacks
+from pl_pruning.cli.pruning_node import PRUNING_CALLBACKS, pruning_callbacks, pruning_on
 from pl_pruning.errors import PlPruningError
 from pl_pruning.scoring import CRITERIA
 
@@ -24,8 +24,6 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ["model", "data", "optim", "trainer", "callbacks", "logger", "experiment"]
 PRESETS = sorted(p.stem for p in (CONF / "pruning").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-CALLBACK_YAML = {"phase_controller": PhaseController, "entropy_statistics": EntropyStatistics,
-                 "max_entropy_freeze": MaxEntropyFreeze, "distillation": Distillation}
 
 
 def _options(group: str) -> list[str]:
@@ -79,44 +77,74 @@ def _defaults(cls: type) -> dict:
             if n != "self"}
 
 
-@pytest.mark.parametrize("name", sorted(CALLBACK_YAML))
-def test_each_callback_yaml_holds_its_constructors_real_defaults(name):
-    node = OmegaConf.to_container(OmegaConf.load(CONF / "callbacks" / f"{name}.yaml"))
-    assert node.pop("_target_") == f"pl_pruning.{CALLBACK_YAML[name].__name__}"
-    defaults = _defaults(CALLBACK_YAML[name])
-    assert list(node) == list(defaults)  # every argument, one line each, in signature order
+@pytest.mark.parametrize("node, cls", sorted(PRUNING_CALLBACKS.items()))
+def test_each_argument_file_holds_its_constructors_real_defaults(node, cls):
+    arguments = OmegaConf.to_container(OmegaConf.load(CONF / "pruning" / "arguments" / f"{node}.yaml"))
+    defaults = _defaults(cls)
+    assert list(arguments) == list(defaults)  # every argument, one line each, in signature order
     for arg, default in defaults.items():
         expected = list(default) if isinstance(default, tuple) else default
-        assert node[arg] == expected, arg
+        assert arguments[arg] == expected, arg
 
 
-def test_presets_set_only_what_differs_from_the_callbacks():
-    controller = OmegaConf.to_container(OmegaConf.load(CONF / "callbacks" / "phase_controller.yaml"))
+def _own(preset: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF / "pruning" / f"{preset}.yaml"))
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "none"])
+def test_each_preset_node_goes_to_its_class_as_it_is(preset, tmp_path):
+    """The round trip a user makes by hand: every callback node of a composed preset is its
+    class's keyword arguments, nothing else (``PhaseController(**cfg.pruning.controller)``)."""
+    pruning = _compose(f"pruning={preset}", run_dir=tmp_path).pruning
+    assert set(pruning) == {*PRUNING_CALLBACKS, "fit"}
+    for node, cls in PRUNING_CALLBACKS.items():
+        built = cls(**pruning[node])
+        assert type(built) is cls
+    controller = PhaseController(**pruning.controller)
+    assert controller.criterion_name == pruning.controller.criterion
+    assert list(controller.phases) == list(pruning.controller.phases)
+    assert set(pruning.fit) == {"max_epochs", "lr", "scheduler"}
+
+
+def test_a_preset_inherits_only_what_its_defaults_list_names():
+    """Every preset's defaults list is written out in the file: the argument files, or for
+    ``global`` and ``layerwise`` the paper's preset, each with its comment."""
+    nodes = [f"arguments/{n}@{n}" for n in ("statistics", "controller", "freeze", "distill", "fit")]
+    for preset in ("two_phase", "at_once"):
+        assert _own(preset)["defaults"] == [*nodes, "_self_"], preset
+    for preset in ("global", "layerwise"):
+        assert _own(preset) == {"defaults": ["two_phase", "_self_"], "controller": {"phases": [preset]}}
+    for preset in PRESETS:  # settings and short comments; measurements live with their benchmark
+        comments = [line for line in (CONF / "pruning" / f"{preset}.yaml").read_text().splitlines()
+                    if line.lstrip().startswith("#")]
+        assert len(comments) <= 6, preset
+
+
+def test_presets_set_only_what_differs_from_the_constructors():
+    controller = _defaults(PhaseController)
     two_phase = {"final_epochs": 3, "target_macs": 0.1}
     for preset, differs in [("two_phase", two_phase), ("global", {**two_phase, "phases": ["global"]}),
                             ("layerwise", {**two_phase, "phases": ["layerwise"]})]:
         pruning = OmegaConf.to_container(_compose(f"pruning={preset}").pruning)
-        assert set(pruning) == {*controller, *CALLBACK_NODES, *FIT_KEYS}
-        changed = {k: pruning[k] for k in controller if pruning[k] != controller[k]}
+        changed = {k: v for k, v in pruning["controller"].items()
+                   if v != (list(controller[k]) if isinstance(controller[k], tuple) else controller[k])}
         assert changed == differs, preset
-        for node, yaml in (("statistics", "entropy_statistics"), ("freeze", "max_entropy_freeze"),
-                           ("distill", "distillation")):
-            assert pruning[node] == OmegaConf.to_container(OmegaConf.load(CONF / "callbacks" / f"{yaml}.yaml"))
-    for preset in ("global", "layerwise"):  # a preset file states only its difference
-        own = OmegaConf.to_container(OmegaConf.load(CONF / "pruning" / f"{preset}.yaml"))
-        assert set(own) == {"defaults", "phases"}
+        for node in ("statistics", "freeze", "distill"):
+            assert pruning[node] == OmegaConf.to_container(OmegaConf.load(CONF / "pruning" / "arguments" / f"{node}.yaml"))
 
 
 def test_the_at_once_preset_is_the_compare_harness_three_seed_setting():
-    """``pruning=at_once`` is two_phase with the overrides of the 3x setting measured over three
-    seeds in benchmarks/compare (``at_once_3x_freeze_off_l1_layerwise``), nothing more."""
-    harness = {"finetune_epochs": 0, "target_macs": 0.3333, "reference": "accepted", "max_drop": 0.05,
-               "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True}
-    two_phase = OmegaConf.to_container(_compose("pruning=two_phase").pruning)
+    """``pruning=at_once`` holds the settings of the 3x setting measured over three seeds in
+    benchmarks/compare (``at_once_3x_freeze_off_l1_layerwise``), nothing more."""
     at_once = OmegaConf.to_container(_compose("pruning=at_once").pruning)
-    changed = {k: at_once[k] for k in at_once if at_once[k] != two_phase[k]}
-    assert changed == {**harness, "max_epochs": 40, "freeze": {**two_phase["freeze"], "enabled": False},
+    two_phase = OmegaConf.to_container(_compose("pruning=two_phase").pruning)
+    changed = {k: v for k, v in at_once["controller"].items() if v != two_phase["controller"][k]}
+    assert changed == {"finetune_epochs": 0, "target_macs": 0.3333, "reference": "accepted", "max_drop": 0.05,
+                       "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True,
                        "criterion": "l1", "phases": ["layerwise"]}
+    assert at_once["fit"] == {**two_phase["fit"], "max_epochs": 40}
+    assert at_once["freeze"] == {**two_phase["freeze"], "enabled": False}
+    assert at_once["distill"] == two_phase["distill"] == {"weight": 1.0, "temperature": 4.0, "enabled": True}
 
 
 def test_presets_and_experiments_are_all_there():
@@ -142,13 +170,13 @@ def test_every_pruning_preset_builds_the_three_callbacks(preset, tmp_path):
     assert controller.criterion_name == ("l1" if preset == "at_once" else "conditional_entropy")
     assert controller.final_epochs == 3
     # the criterion is one override away, for every preset
-    cfg = _compose(f"pruning={preset}", "pruning.criterion=apoz", run_dir=tmp_path)
+    cfg = _compose(f"pruning={preset}", "pruning.controller.criterion=apoz", run_dir=tmp_path)
     assert pruning_callbacks(cfg.pruning)[1].criterion_name == "apoz"
 
 
 def test_every_setting_has_one_short_name(tmp_path):
-    cfg = _compose("pruning.monitor=val_loss", "pruning.mode=min", "pruning.min_channels=2",
-                   "pruning.ignored_layers=[net.features.0]", "pruning.layer_order=by_macs",
+    cfg = _compose("pruning.controller.monitor=val_loss", "pruning.controller.mode=min", "pruning.controller.min_channels=2",
+                   "pruning.controller.ignored_layers=[net.features.0]", "pruning.controller.layer_order=by_macs",
                    "pruning.statistics.num_bins=16", "pruning.statistics.calibration_batches=2",
                    "pruning.freeze.fraction=0.2", "pruning.freeze.enabled=false",
                    "pruning.distill.enabled=false", "pruning.distill.temperature=2", run_dir=tmp_path)
@@ -164,7 +192,7 @@ def test_every_setting_has_one_short_name(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("pruning.min_channels=0", "min_channels must be an integer >= 1, got 0"),
+    ("pruning.controller.min_channels=0", "min_channels must be an integer >= 1, got 0"),
     ("pruning.statistics.num_bins=1", "num_bins must be an integer >= 2, got 1"),
     ("pruning.freeze.fraction=1.5", r"fraction must be in \[0, 1\), got 1.5"),
 ])
@@ -179,7 +207,7 @@ def test_every_experiment_composes_with_every_preset(experiment, preset):
     cfg = _compose(f"experiment={experiment}", f"pruning={preset}")
     assert cfg.model._target_ == "pl_pruning.models.build_model"
     assert cfg.data._target_.startswith("pl_pruning.data.")
-    assert bool((cfg.pruning or {}).get("_target_")) == (preset != "none")
+    assert pruning_on(cfg.pruning) == (preset != "none")
     assert 0 <= cfg.objective.max_drop < 1
 
 
@@ -188,12 +216,12 @@ def test_paper_experiments_are_the_paper_setting():
     assert (vgg.model.name, vgg.model.width) == ("vgg16", 1.0)
     assert vgg.data._target_ == "pl_pruning.data.CIFAR10DataModule"
     assert vgg.trainer.accelerator == "gpu" and vgg.trainer.max_epochs >= 160
-    assert vgg.pruning.max_drop == 0.02 and vgg.pruning.criterion == "conditional_entropy"
-    assert vgg.pruning.phases == ["global", "layerwise"]
+    assert vgg.pruning.controller.max_drop == 0.02 and vgg.pruning.controller.criterion == "conditional_entropy"
+    assert vgg.pruning.controller.phases == ["global", "layerwise"]
     resnet = _compose("experiment=resnet56_cifar10")
     assert resnet.model.name == "resnet56" and resnet.trainer.accelerator == "gpu"
     # the paper prunes as far as its bound allows: no 10x target from the two_phase preset
-    assert vgg.pruning.target_macs is None and resnet.pruning.target_macs is None
+    assert vgg.pruning.controller.target_macs is None and resnet.pruning.controller.target_macs is None
 
 
 @pytest.mark.parametrize("group, bad", [("pruning", "twophase"), ("experiment", "vgg16"),
@@ -249,7 +277,7 @@ def test_optuna_example_tunes_real_keys_and_maximises_the_objective():
         assert "max_drop" not in key  # a trial must not loosen its own constraint
         assert OmegaConf.select(cfg, key, default="missing") != "missing", key
         override = parser.parse_override(f"{key}={value}")
-        if key == "pruning.criterion":
+        if key == "pruning.controller.criterion":
             assert set(override.sweep_string_iterator()) <= set(CRITERIA)
         # each value the sampler may pick composes and builds the callbacks
         choices = (list(override.sweep_string_iterator()) if override.is_discrete_sweep()
@@ -261,7 +289,7 @@ def test_optuna_example_tunes_real_keys_and_maximises_the_objective():
 @pytest.mark.parametrize("overrides, message", [
     (["trainer.max_epochs=0"], "trainer.max_epochs must be an integer >= 1 to train the baseline, got 0"),
     (["trainer.max_epochs=-1"], "trainer.max_epochs must be an integer >= 1 to train the baseline, got -1"),
-    (["pruning.max_epochs=0"], "pruning.max_epochs must be an integer >= 1, got 0"),
+    (["pruning.fit.max_epochs=0"], "pruning.fit.max_epochs must be an integer >= 1, got 0"),
     (["measure.batch_size=0"], "measure.batch_size must be an integer >= 1, got 0"),
     (["seed=abc"], "seed must be an integer, got 'abc'"),
     (["data=image_folder"], r"data.root must be given \(the folder or .tar.gz of the images\)"),

@@ -28,7 +28,7 @@ def test_objective_is_the_reduction_within_max_drop_else_a_penalty():
 
 
 def test_settings_come_from_the_config_and_follow_pruning_max_drop():
-    assert _objective("pruning=global", "pruning.max_drop=0.05") == Objective("macs_reduction", 0.05, 0.0)
+    assert _objective("pruning=global", "pruning.controller.max_drop=0.05") == Objective("macs_reduction", 0.05, 0.0)
     assert _objective("pruning=none").max_drop == 0.02
     assert _objective("objective.metric=params_reduction", "objective.penalty=-2").metric == "params_reduction"
 

@@ -19,7 +19,7 @@ from pl_pruning.errors import PlPruningError
 
 ROOT = Path(__file__).resolve().parents[2]
 # A pruning job of ~20 s on digits: 1 baseline epoch, one pruning step, no latency timing.
-QUICK = ["trainer.max_epochs=1", "pruning.max_epochs=3", "pruning.final_epochs=0", "pruning.max_steps=1",
+QUICK = ["trainer.max_epochs=1", "pruning.fit.max_epochs=3", "pruning.controller.final_epochs=0", "pruning.controller.max_steps=1",
          "measure.latency=false", "callbacks=none", "logger=none"]
 
 
@@ -58,18 +58,18 @@ class RecordingSweeper(BasicSweeper):
 
 # --------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("args", [["pruning.criterion=l1,entropyy"], ["-m", "pruning.criterion=choice(apoz,foo)"],
-                                  ["+pruning.criterion=foo"]])
+@pytest.mark.parametrize("args", [["pruning.controller.criterion=l1,entropyy"], ["-m", "pruning.controller.criterion=choice(apoz,foo)"],
+                                  ["+pruning.controller.criterion=foo"]])
 def test_unknown_criterion_anywhere_on_the_command_line_lists_the_criteria(args):
     with pytest.raises(PlPruningError, match=r"unknown criterion '\w+'; choose one of: conditional_entropy, "
                                              r"entropy, mutual_information, apoz, l1, random"):
         app.check_overrides(args)
-    app.check_overrides(["-m", "pruning.criterion=l1,apoz", "seed=0,1", "pruning=global"])  # fine
+    app.check_overrides(["-m", "pruning.controller.criterion=l1,apoz", "seed=0,1", "pruning=global"])  # fine
 
 
 @pytest.mark.slow
 def test_bad_sweep_fails_before_any_job(cli, tmp_path):
-    proc = subprocess.run([*cli, "-m", "pruning.criterion=l1,entropyy", "seed=0,1",
+    proc = subprocess.run([*cli, "-m", "pruning.controller.criterion=l1,entropyy", "seed=0,1",
                            f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "pl-prune: error: unknown criterion 'entropyy'; choose one of: conditional_entropy" in proc.stderr
@@ -104,7 +104,7 @@ def test_two_job_multirun_with_the_basic_launcher_returns_objectives_and_reports
 @pytest.mark.slow
 def test_two_job_multirun_with_submitit_local_and_the_report_script(cli, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    _run([*cli, "-m", "hydra/launcher=local", "pruning.criterion=l1,conditional_entropy",
+    _run([*cli, "-m", "hydra/launcher=local", "pruning.controller.criterion=l1,conditional_entropy",
           f"hydra.sweep.dir={tmp_path}", *QUICK], cwd=tmp_path)
     assert list((tmp_path / ".submitit").iterdir())  # the jobs really went through submitit
     for i, crit in enumerate(["l1", "conditional_entropy"]):
@@ -114,7 +114,7 @@ def test_two_job_multirun_with_submitit_local_and_the_report_script(cli, tmp_pat
                 cwd=tmp_path)
     assert "2 jobs in 2 settings" in proc.stdout
     md = (tmp_path / "report" / "sweep_report.md").read_text()
-    assert "| pruning.criterion=l1 | 1 |" in md and "| pruning.criterion=conditional_entropy | 1 |" in md
+    assert "| pruning.controller.criterion=l1 | 1 |" in md and "| pruning.controller.criterion=conditional_entropy | 1 |" in md
     assert (tmp_path / "report" / "sweep_report.png").is_file()
 
 

@@ -18,9 +18,9 @@ def _fake_job(folder: Path, overrides: list[str] | None, seed: int, drop: float,
     if overrides is not None:
         (folder / ".hydra").mkdir()
         (folder / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
-    crit = next((o.split("=")[1] for o in overrides or [] if o.startswith("pruning.criterion")), criterion)
+    crit = next((o.split("=")[1] for o in overrides or [] if o.startswith("pruning.controller.criterion")), criterion)
     results = {"baseline": {"test_acc": 0.98, "latency_ms": 2.0},
-               "config": {"seed": seed, "pruning": {"criterion": crit},
+               "config": {"seed": seed, "pruning": {"controller": {"criterion": crit}},
                           "trainer": {"default_root_dir": str(folder)}}}
     if pruned:
         results.update(pruned={"test_acc": 0.98 - drop, "latency_ms": 1.0}, acc_drop=drop,
@@ -33,17 +33,17 @@ def test_report_groups_by_overrides_minus_seed(tmp_path):
     common = ["trainer.max_epochs=3"]
     for i, (crit, seed, drop, red) in enumerate([("l1", 0, 0.01, 2.0), ("l1", 1, 0.03, 4.0),
                                                   ("apoz", 0, 0.00, 3.0), ("apoz", 1, 0.02, 3.0)]):
-        _fake_job(tmp_path / str(i), [f"pruning.criterion={crit}", f"seed={seed}", *common], seed, drop, red)
+        _fake_job(tmp_path / str(i), [f"pruning.controller.criterion={crit}", f"seed={seed}", *common], seed, drop, red)
     (tmp_path / "4" / ".hydra").mkdir(parents=True)  # a job that failed
-    (tmp_path / "4" / ".hydra" / "overrides.yaml").write_text("- pruning.criterion=random\n")
+    (tmp_path / "4" / ".hydra" / "overrides.yaml").write_text("- pruning.controller.criterion=random\n")
     paths = report.write_report(tmp_path, tmp_path / "out")
     md = paths["md"].read_text()
     assert "4 jobs in 2 settings" in md and "`trainer.max_epochs=3`" in md
-    assert "| pruning.criterion=l1 | 2 | 98.00 ± 0.00 | 96.00 ± 1.41 | 2.00 ± 1.41 | 3.00 ± 1.41 |" in md
-    assert "| pruning.criterion=apoz | 2 |" in md
+    assert "| pruning.controller.criterion=l1 | 2 | 98.00 ± 0.00 | 96.00 ± 1.41 | 2.00 ± 1.41 | 3.00 ± 1.41 |" in md
+    assert "| pruning.controller.criterion=apoz | 2 |" in md
     assert "1 job folders have no results.json" in md and "`4`" in md
     rows = list(csv.DictReader(paths["csv"].open()))
-    assert [r["setting"] for r in rows] == ["pruning.criterion=l1", "pruning.criterion=apoz"]
+    assert [r["setting"] for r in rows] == ["pruning.controller.criterion=l1", "pruning.controller.criterion=apoz"]
     assert float(rows[0]["macs_reduction_mean"]) == 3.0
     assert float(rows[0]["macs_reduction_std"]) == pytest.approx(2 ** 0.5)
     assert float(rows[1]["latency_speedup_mean"]) == 2.0
@@ -67,8 +67,8 @@ def test_report_without_hydra_folders_groups_by_differing_config(tmp_path):
     for i, (crit, seed) in enumerate([("l1", 0), ("l1", 1), ("apoz", 0)]):
         _fake_job(tmp_path / str(i), None, seed, 0.01, 2.0, criterion=crit)
     settings, _ = report.group_settings(report.load_jobs(tmp_path)[0])
-    assert [(s.label, len(s.jobs)) for s in settings] == [("pruning.criterion=l1", 2),
-                                                          ("pruning.criterion=apoz", 1)]
+    assert [(s.label, len(s.jobs)) for s in settings] == [("pruning.controller.criterion=l1", 2),
+                                                          ("pruning.controller.criterion=apoz", 1)]
 
 
 def test_report_of_unpruned_jobs_has_no_picture_but_a_table(tmp_path):
