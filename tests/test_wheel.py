@@ -20,8 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # A real run of a few seconds: one baseline epoch on digits, one pruning step, nothing timed.
-SHORT_RUN = ["experiment=digits_quick", "trainer.max_epochs=1", "pruning.max_epochs=3", "pruning.final_epochs=0",
-             "pruning.max_steps=1", "measure.latency=false", "callbacks=none", "logger=none"]
+SHORT_RUN = ["experiment=digits_quick", "trainer.max_epochs=1", "pruning.fit.max_epochs=3",
+             "pruning.controller.final_epochs=0", "pruning.controller.max_steps=1", "measure.latency=false", "callbacks=none", "logger=none"]
 
 
 def _run(args, cwd, timeout=300):
