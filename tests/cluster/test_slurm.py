@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SBATCH_SCRIPT = ROOT / "docs" / "examples" / "prune.sbatch"
 PLUGINS = ROOT / "tests" / "cli" / "plugins"  # kill_switch.HoldAtEpoch
 # Tiny digits runs: one baseline epoch, a few pruning epochs, no latency timing.
-QUICK = ["trainer.max_epochs=1", "pruning.max_epochs=3", "pruning.final_epochs=0", "pruning.max_steps=1",
-         "measure.latency=false", "callbacks=none", "logger=none"]
+QUICK = ["trainer.max_epochs=1", "pruning.fit.max_epochs=3", "pruning.controller.final_epochs=0",
+         "pruning.controller.max_steps=1", "measure.latency=false", "callbacks=none", "logger=none"]
 TIMEOUT = 900  # seconds a job may take on a busy two-core machine
 
 
@@ -73,7 +73,7 @@ def report_script(folder: Path) -> str:
 def test_a_two_job_sweep_through_the_slurm_launcher_finishes_and_reports(slurm, cli, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [*cli, "-m", "hydra/launcher=slurm", "pruning.criterion=l1,conditional_entropy",
+        [*cli, "-m", "hydra/launcher=slurm", "pruning.controller.criterion=l1,conditional_entropy",
          f"hydra.sweep.dir={sweep}", "hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_node=0",
          "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=30", *QUICK],
         cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT, env={**os.environ, **job_env(), **slurm.env})
@@ -92,12 +92,13 @@ def test_a_two_job_sweep_through_the_slurm_launcher_finishes_and_reports(slurm, 
     out = report_script(sweep)
     assert "2 jobs in 2 settings" in out
     md = (sweep / "sweep_report.md").read_text()
-    assert "| pruning.criterion=l1 | 1 |" in md and "| pruning.criterion=conditional_entropy | 1 |" in md
+    assert "| pruning.controller.criterion=l1 | 1 |" in md
+    assert "| pruning.controller.criterion=conditional_entropy | 1 |" in md
 
 
 # The requeue test's runs: a few pruning epochs, so that one can stop between them.
-REQUEUE = ["trainer.max_epochs=1", "pruning.max_epochs=8", "pruning.final_epochs=1", "pruning.max_steps=3",
-           "measure.latency=false", "logger=none"]
+REQUEUE = ["trainer.max_epochs=1", "pruning.fit.max_epochs=8", "pruning.controller.final_epochs=1",
+           "pruning.controller.max_steps=3", "measure.latency=false", "logger=none"]
 HOLD_EPOCH = 2  # the pruning fit's epoch at whose start task 1 is held and requeued
 
 
@@ -145,8 +146,8 @@ def test_a_task_requeued_part_way_through_pruning_ends_like_the_uninterrupted_on
     assert "2 jobs in 1 settings" in report_script(runs)
 
 
-DDP = ["trainer=ddp", "trainer.max_epochs=1", "pruning.max_epochs=4", "pruning.final_epochs=1",
-       "pruning.max_steps=2", "measure.latency=false", "callbacks=none", "logger=none"]
+DDP = ["trainer=ddp", "trainer.max_epochs=1", "pruning.fit.max_epochs=4", "pruning.controller.final_epochs=1",
+       "pruning.controller.max_steps=2", "measure.latency=false", "callbacks=none", "logger=none"]
 
 
 @pytest.mark.slow
