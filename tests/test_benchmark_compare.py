@@ -11,11 +11,11 @@ render = load_benchmark("compare/render.py", "compare_render")
 
 
 def _args(method="pl_pruning", name=None, reduction=None, lr=run.FINETUNE_LR, budget=15, experiment=run.EXPERIMENT,
-          fast=False, shape=None):
+          fast=False, shape=None, reg=run.TP_SL["reg"], steps=None):
     import argparse
 
     return argparse.Namespace(method=method, name=name, reduction=reduction, lr=lr, budget=budget,
-                              experiment=experiment, fast=fast, shape=shape)
+                              experiment=experiment, fast=fast, shape=shape, reg=reg, steps=steps)
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
@@ -26,6 +26,9 @@ def _args(method="pl_pruning", name=None, reduction=None, lr=run.FINETUNE_LR, bu
     ({"method": "torch_pruning", "reduction": 3.0, "experiment": "converged_resnet20"}, "resnet20_torch_pruning_3x"),
     ({"name": "at_once_3x", "experiment": "converged_resnet20"}, "resnet20_at_once_3x"),
     ({"name": "at_once_3x", "fast": True}, "at_once_3x_bf16cl"),  # bf16 runs never share an fp32 record
+    ({"method": "torch_pruning_sl", "reduction": 3.0, "budget": 40, "fast": True}, "torch_pruning_sl_3x_e40_bf16cl"),
+    ({"method": "torch_pruning_sl", "reduction": 3.0, "steps": 400, "budget": 100}, "torch_pruning_sl_3x_e100"),
+    ({"method": "torch_pruning_sl", "reduction": 3.0, "reg": 5e-4, "steps": 200}, "torch_pruning_sl_3x_reg0.0005_steps200"),
     ({"method": "scratch", "shape": "at_once_3x_e40_seed2"}, "scratch_at_once_3x_e40"),
     ({"method": "scratch", "shape": "uniform", "reduction": 3.0, "fast": True}, "scratch_uniform_3x_bf16cl"),
     ({"method": "scratch", "shape": "resnet20_at_once_3x_seed0", "experiment": "converged_resnet20"},
@@ -241,3 +244,139 @@ def test_headline_rows_carry_welch_p_on_validation_and_test():
     assert cells[4] == "+2.00" and float(cells[5]) < 0.001  # validation: diff and p
     assert cells[7] == "+0.50" and float(cells[8]) < 0.01   # test beside it
     assert render.images_forwarded(runs[0]) == 45_000 * 40 + 5_000 * 40 + 5_000  # no teacher, no judged step
+
+
+# ----------------------------------------------------------------------------- Torch-Pruning with sparsity learning
+
+
+def test_their_sparsity_learning_schedule_scales_to_the_budget():
+    theirs = run.sl_schedule(200)  # their own 100 + 100 epochs
+    assert (theirs["sparsity_epochs"], theirs["finetune_epochs"]) == (100, 100)
+    assert theirs["sparsity_milestones"] == theirs["finetune_milestones"] == [60, 80]
+    ours = run.sl_schedule(40)
+    assert (ours["sparsity_epochs"], ours["finetune_epochs"]) == (20, 20)
+    assert ours["sparsity_milestones"] == ours["finetune_milestones"] == [12, 16]
+    assert (ours["reg"], ours["iterative_steps"], ours["sparsity_lr"], ours["finetune_lr"]) == (1e-4, 400, 0.01, 0.01)
+    assert (ours["sparsity_weight_decay"], ours["weight_decay"]) == (0.0, 5e-4)  # no decay beside the regulariser
+    odd = run.sl_schedule(15)
+    assert (odd["sparsity_epochs"], odd["finetune_epochs"], odd["finetune_milestones"]) == (7, 8, [5, 6])
+
+
+def _tiny_net():
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_group_sparsity_shrinks_the_filters_its_pruner_ranks_lowest(tmp_path):
+    """The regulariser acts in a real fit: against the same fit without it, every filter of
+    the first layer shrinks, the one the pruner would cut first (lowest group importance)
+    most, and the learning rate follows the step schedule."""
+    import copy
+
+    import group_sparsity as gs  # benchmarks/compare/ (on the path with run.py)
+    import lightning as L
+    import torch
+    import torch_pruning as tp
+
+    from pl_pruning.data.synthetic import SyntheticDataModule
+    from pl_pruning.module import ImageClassifier
+
+    torch.manual_seed(0)
+    net, example = _tiny_net(), torch.zeros(1, 3, 8, 8)
+
+    def trained(regularise):
+        n = copy.deepcopy(net)
+        pruner = gs.group_sl_pruner(n, example, 10, reg=1.0, steps=10, max_pruning_ratio=1.0)
+        group = pruner.DG.get_pruning_group(n[0], tp.prune_conv_out_channels, idxs=list(range(8)))
+        importance = pruner.estimate_importance(group)
+        schedule = gs.MultiStepLR(0.01, [1], 0.1)
+        L.seed_everything(0)
+        L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                  callbacks=[schedule, *([gs.GroupSparsity(pruner, n)] if regularise else [])]).fit(
+            ImageClassifier(n, num_classes=10, input_shape=(3, 8, 8), lr=0.01, weight_decay=0.0, nesterov=False,
+                            scheduler="none"),
+            datamodule=SyntheticDataModule(input_shape=(3, 8, 8), num_train=64, num_val=16, num_test=16, batch_size=16))
+        assert schedule.rate(0) == 0.01 and schedule.rate(1) == pytest.approx(0.001)
+        return n[0].weight.detach().flatten(1).norm(dim=1), importance
+
+    with_reg, importance = trained(True)
+    without, _ = trained(False)
+    ratio = with_reg / without
+    weakest, strongest = int(importance.argmin()), int(importance.argmax())
+    assert (ratio < 0.99).all()
+    assert ratio[weakest] < 0.8 * ratio[strongest]
+
+
+def test_torch_pruning_with_sparsity_learning_resumes_each_phase_and_reaches_the_target(tmp_path, monkeypatch):
+    """The whole method on a tiny network and synthetic data, interrupted once in its sparsity
+    learning and once in its fine-tune, each time parked and its working folder lost (a
+    session's machine gone): each sitting continues from the phase's checkpoint, the record
+    counts every epoch's images once, and the cut meets the MACs target."""
+    import json
+    import shutil
+
+    import group_sparsity as gs  # the module run.py imports: its Tally is the one patched
+    import torch
+    from omegaconf import OmegaConf
+
+    import pl_pruning.measure
+    from pl_pruning.data.synthetic import SyntheticDataModule
+    from pl_pruning.models import build_model
+
+    monkeypatch.chdir(ROOT)
+    for name, path in {"HERE": tmp_path, "RUNS": tmp_path / "runs", "PARTIAL": tmp_path / "partial"}.items():
+        monkeypatch.setattr(run, name, path)
+    monkeypatch.setattr(run, "_setup", lambda args: (
+        OmegaConf.create({"model": {"name": "vgg16"}}),
+        SyntheticDataModule(input_shape=(3, 32, 32), num_train=32, num_val=16, num_test=16, batch_size=16),
+        build_model("vgg16", num_classes=10, in_channels=3, width=0.0625)))
+    monkeypatch.setattr(pl_pruning.measure, "measure_latency", lambda *args, **kwargs: 1.0)  # no timing: seconds saved
+
+    class Interrupted(Exception):
+        pass
+
+    epochs_started, stop_at = [], [2]
+    original = gs.Tally.on_train_epoch_start
+
+    def counting(self, trainer, pl_module):
+        epochs_started.append(trainer.current_epoch)
+        if len(epochs_started) == stop_at[0]:
+            raise Interrupted
+        original(self, trainer, pl_module)
+    monkeypatch.setattr(gs.Tally, "on_train_epoch_start", counting)
+    command = ["torch_pruning_sl", "--reduction", "3", "--budget", "4", "--steps", "20"]
+    folder = tmp_path / "outputs" / "torch_pruning_sl_3x_steps20_e4_seed0"
+    with pytest.raises(Interrupted):  # in sparsity learning's second epoch
+        run.main(command)
+    assert run.park() == [tmp_path / "partial" / folder.name]
+    shutil.rmtree(folder)
+    epochs_started.clear()
+    stop_at[0] = 3
+    with pytest.raises(Interrupted):  # sparsity learning's second epoch, the fine-tune's first; then out
+        run.main(command)
+    assert epochs_started == [1, 0, 1]
+    run.park()
+    shutil.rmtree(folder)
+    epochs_started.clear()
+    stop_at[0] = 0
+    cut_from = []  # the weights the last sitting prunes: sparsity learning's last, restored
+    prune = gs.prune_progressively
+    monkeypatch.setattr(gs, "prune_progressively", lambda pruner, net, *rest: cut_from.append(
+        {k: v.clone() for k, v in net.state_dict().items()}) or prune(pruner, net, *rest))
+    run.main(command)
+    assert epochs_started == [1]  # the fine-tune's second epoch only
+    assert not (tmp_path / "partial" / folder.name).exists()  # released once recorded
+    sparse = torch.load(folder / run.SPARSITY_RESUME, weights_only=False)
+    assert sparse["epoch"] == 1 and all(torch.equal(v, sparse["state_dict"][f"net.{k}"]) for k, v in cut_from[0].items())
+    record = json.loads((tmp_path / "runs" / "torch_pruning_sl_3x_steps20_e4_seed0.json").read_text())
+    assert record["resumed"] == {"sparsity": True, "finetune": True}
+    assert record["schedule"]["sparsity_epochs"] == record["schedule"]["finetune_epochs"] == 2
+    assert len(record["val_curve"]) == 4 and None not in record["val_curve"]
+    assert record["images"]["sparsity"] == record["images"]["finetune"] == {"train": 2 * 32, "val": 2 * 16, "test": 0}
+    assert record["pruned"]["macs"] <= record["target_macs"] == record["baseline"]["macs"] / 3
+    assert record["reached_target"] and 3 <= record["macs_reduction"] < 3.6
+    assert 0 < record["steps_taken"] < 20 and record["schedule"]["max_pruning_ratio"] == 0.7

@@ -27,6 +27,10 @@ validation / 10 000 test, same augmentation) and gets the same number of trainin
     # the external fine-tune from another starting rate (named torch_pruning_3x_lr0.05); a
     # pl_pruning run takes it as an override, pruning.fit.lr=0.05
     python benchmarks/compare/run.py torch_pruning --seed 0 --reduction 3 --steps 5 --lr 0.05
+    # Torch-Pruning at its strongest: group-sparsity learning (GroupNormPruner's regulariser)
+    # for half the budget, 400 small pruning steps to the target, then a fine-tune, each phase
+    # with their step schedule scaled to it (README: "Torch-Pruning at its strongest")
+    python benchmarks/compare/run.py torch_pruning_sl --seed 0 --reduction 3 --budget 40 --fast
     # table, plot and findings from every committed runs/*.json
     python benchmarks/compare/run.py render
     # before a session ends: copy unfinished runs' last checkpoints to partial/ (commit it);
@@ -58,9 +62,11 @@ import parking  # noqa: E402  (benchmarks/parking.py, shared with benchmarks/con
 RUNS = HERE / "runs"
 # Unfinished runs' resume points, committed (``park``) so that a fresh checkout continues them.
 PARTIAL = HERE / "partial"
-# Where a run keeps the checkpoint it resumes from: the pl-prune app's, the external fine-tune's.
+# Where a run keeps the checkpoint it resumes from: the pl-prune app's, the external fine-tune's,
+# and the sparsity learning's of torch_pruning_sl (which fine-tunes with the external one's).
 PL_PRUNING_RESUME, EXTERNAL_RESUME = "pruning_checkpoints/last.ckpt", "checkpoints/last.ckpt"
-RESUME_POINTS = (PL_PRUNING_RESUME, EXTERNAL_RESUME)
+SPARSITY_RESUME = "sparsity/last.ckpt"
+RESUME_POINTS = (PL_PRUNING_RESUME, EXTERNAL_RESUME, SPARSITY_RESUME)
 EXPERIMENT = "converged_vgg16_w025"
 # Each experiment preset's converged network (benchmarks/converged/README.md). The VGG's is
 # the 60-epoch baseline; vgg16_w025_seed0.pt (30 epochs) is not converged by the criterion
@@ -73,6 +79,15 @@ CHECKPOINT = CHECKPOINTS[EXPERIMENT]
 # step on this CPU); such runs are named with this suffix, apart from the fp32 records.
 FAST_SUFFIX, FAST_PRECISION = "_bf16cl", "bf16-mixed"
 FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr, and the external pipelines' default (--lr)
+# Torch-Pruning's group_sl recipe on CIFAR: reproduce/main.py's defaults (100 epochs of sparsity
+# learning, then 100 of fine-tuning, each SGD with momentum 0.9 from lr 0.01, x0.1 at epochs 60
+# and 80; no weight decay while the regulariser trains, 5e-4 in the fine-tune; 400 pruning
+# steps), the regularisation coefficient of its CIFAR group_sl scripts (1e-4) and the per-layer
+# cap of its VGG one (0.7; its ResNets have none). sl_schedule scales the epochs to a budget.
+SPARSITY = "torch_pruning_sl"
+TP_SL = {"sparsity_epochs": 100, "finetune_epochs": 100, "lr": 0.01, "milestones": (60, 80), "gamma": 0.1,
+         "momentum": 0.9, "sparsity_weight_decay": 0.0, "weight_decay": 5e-4, "reg": 1e-4, "alpha": 16,
+         "iterative_steps": 400, "max_pruning_ratio": 1.0, "vgg_max_pruning_ratio": 0.7}
 
 
 def experiment_of(record: dict) -> str:
@@ -93,6 +108,9 @@ def run_name(args: argparse.Namespace) -> str:
         name = "two_phase" if args.method == "pl_pruning" else args.method
         name += f"_{args.reduction:g}x" if args.reduction and args.method != "pl_pruning" else ""
         name += f"_lr{args.lr:g}" if args.lr != FINETUNE_LR else ""
+        if args.method == SPARSITY:
+            name += f"_reg{args.reg:g}" if args.reg != TP_SL["reg"] else ""
+            name += f"_steps{args.steps}" if args.steps not in (None, TP_SL["iterative_steps"]) else ""
         name += f"_e{args.budget}" if args.budget != 15 else ""
     if args.fast and not name.endswith(FAST_SUFFIX):
         name += FAST_SUFFIX
@@ -130,20 +148,43 @@ def _unpark(folder: Path) -> None:
     parking.unpark(folder, PARTIAL, RESUME_POINTS)
 
 
-def val_curve(folder: Path) -> list[float | None]:
+def val_curve(folder: Path, logs: str = "csv") -> list[float | None]:
     """Validation accuracy after each training epoch of the run in ``folder`` (item ``e`` is
-    epoch ``e``), from its CSV logs (every version: a resumed run logs a new one); ``None``
-    for an epoch whose log is missing (a run parked before its logs were). Validations at
-    step 0 (the controller's judgments before the first epoch) are not epochs and are left out."""
+    epoch ``e``), from its CSV logs under ``logs`` (every version: a resumed run logs a new
+    one); ``None`` for an epoch whose log is missing (a run parked before its logs were).
+    Validations at step 0 (the controller's judgments before the first epoch) are not epochs
+    and are left out."""
     import csv
 
     by_epoch: dict[int, float] = {}
-    for path in sorted(folder.glob("csv/**/metrics.csv"), key=lambda p: p.stat().st_mtime):
+    for path in sorted(folder.glob(f"{logs}/**/metrics.csv"), key=lambda p: p.stat().st_mtime):
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 if row.get("val_acc") and int(row["step"]) > 0:
                     by_epoch[int(row["epoch"])] = float(row["val_acc"])
     return [by_epoch.get(e) for e in range(max(by_epoch) + 1)] if by_epoch else []
+
+
+def _trainer(args: argparse.Namespace, folder: Path, epochs: int, last: Path | None = None,
+             logs: str = "lightning_logs", callbacks=()):
+    """A CPU Trainer of the run in ``folder``: CSV logs in ``csv/<logs>/``; with ``last``, the
+    checkpoint written there after every epoch (the run's resume point); ``--fast``'s
+    precision and channels-last weights."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from pl_pruning.callbacks import ChannelsLast
+
+    keep = [*callbacks]
+    if last is not None:
+        keep.append(ModelCheckpoint(dirpath=last.parent, filename=last.stem, enable_version_counter=False))
+    if args.fast:
+        keep.append(ChannelsLast())
+    return L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(folder / "csv", name=logs),
+                     precision=FAST_PRECISION if args.fast else "32-true", callbacks=keep or None,
+                     enable_checkpointing=last is not None, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0)
 
 
 def _machine() -> str:
@@ -282,10 +323,7 @@ def l1_uniform(net, example, target: float):
 def run_external(args: argparse.Namespace) -> dict:
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
-    from pl_pruning.callbacks import ChannelsLast
     from pl_pruning.measure import channel_counts, measure_cost
     from pl_pruning.module import ImageClassifier
 
@@ -305,20 +343,12 @@ def run_external(args: argparse.Namespace) -> dict:
     _unpark(folder)
     last = folder / EXTERNAL_RESUME
     resumed = last.is_file()
-
-    def trainer(epochs, checkpoints=False):
-        keep = [ModelCheckpoint(dirpath=last.parent, filename="last", enable_version_counter=False)] if checkpoints else None
-        if args.fast:
-            keep = [*(keep or []), ChannelsLast()]
-        return L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(folder / "csv"),
-                         precision=FAST_PRECISION if args.fast else "32-true", callbacks=keep, enable_checkpointing=checkpoints,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     base_model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape)
-    base_acc = float(trainer(1).test(base_model, datamodule=dm, verbose=False)[0]["test_acc"])
+    base_acc = float(_trainer(args, folder, 1).test(base_model, datamodule=dm, verbose=False)[0]["test_acc"])
     model = ImageClassifier(pruned, num_classes=dm.num_classes, input_shape=dm.input_shape,
                             optimizer="sgd", lr=args.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay,
                             nesterov=True, scheduler="cosine")
-    fit = trainer(args.budget, checkpoints=True)
+    fit = _trainer(args, folder, args.budget, last=last)
     fit.fit(model, datamodule=dm, ckpt_path=last if resumed else None)
     acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
     cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
@@ -333,6 +363,107 @@ def run_external(args: argparse.Namespace) -> dict:
         "channels": channel_counts(model.net, convs_only=True), "epochs": args.budget, "prune_s": round(prune_s, 1),
         "wall_s": round(time.perf_counter() - start, 1), "resumed": resumed,
         "val_curve": val_curve(folder),
+    }
+
+
+# ----------------------------------------------------------------------------- Torch-Pruning with sparsity learning
+
+
+def sl_schedule(budget: int, lr: float = TP_SL["lr"], reg: float = TP_SL["reg"],
+                steps: int = TP_SL["iterative_steps"]) -> dict:
+    """TP_SL's epochs scaled to ``budget``: sparsity learning and fine-tuning share the budget
+    as theirs share 200 epochs (half each, the fine-tune taking an odd one), and each phase's
+    rate drops at the same fractions of its own length as theirs (60% and 80%). The learning
+    rate, regularisation and pruning steps are per step, not per epoch: they stay theirs unless
+    given (``lr``, ``reg``, ``steps``)."""
+    sparsity = budget * TP_SL["sparsity_epochs"] // (TP_SL["sparsity_epochs"] + TP_SL["finetune_epochs"])
+    finetune = budget - sparsity
+
+    def milestones(epochs, theirs):
+        return [round(m * epochs / theirs) for m in TP_SL["milestones"]]
+    return {"sparsity_epochs": sparsity, "sparsity_lr": lr,
+            "sparsity_milestones": milestones(sparsity, TP_SL["sparsity_epochs"]),
+            "sparsity_weight_decay": TP_SL["sparsity_weight_decay"], "reg": reg, "reg_alpha": TP_SL["alpha"],
+            "iterative_steps": steps, "finetune_epochs": finetune, "finetune_lr": lr,
+            "finetune_milestones": milestones(finetune, TP_SL["finetune_epochs"]),
+            "weight_decay": TP_SL["weight_decay"], "gamma": TP_SL["gamma"], "momentum": TP_SL["momentum"],
+            "nesterov": False}
+
+
+def run_torch_pruning_sl(args: argparse.Namespace) -> dict:
+    """Torch-Pruning's group_sl as its reproduction script runs it, scaled to the budget
+    (``sl_schedule``): the converged network trained with the GroupNormPruner's regulariser,
+    pruned to the MACs target in the pruner's small global steps (no training between
+    them), then fine-tuned. Each training phase resumes from its own checkpoint; the pruning
+    between them is deterministic given the sparse weights, so it is redone on resuming."""
+    import group_sparsity as gs
+    import lightning as L
+    import torch
+
+    from pl_pruning.measure import channel_counts, measure_cost
+    from pl_pruning.module import ImageClassifier
+
+    L.seed_everything(args.seed, workers=True)
+    cfg, dm, net = _setup(args)
+    example = torch.zeros(1, *dm.input_shape)
+    base_cost = measure_cost(net, torch.zeros(64, *dm.input_shape), latency=True)
+    target, _ = _target(args, base_cost.macs)
+    plan = sl_schedule(args.budget, lr=args.lr, reg=args.reg, steps=args.steps)
+    plan["max_pruning_ratio"] = TP_SL["vgg_max_pruning_ratio" if cfg.model.name.startswith("vgg") else "max_pruning_ratio"]
+    folder = _run_folder(args)
+    _unpark(folder)
+    resumed = {"sparsity": (folder / SPARSITY_RESUME).is_file(), "finetune": (folder / EXTERNAL_RESUME).is_file()}
+    start = time.perf_counter()
+    extra = gs.Tally()  # this sitting's passes outside the two fits: the tests and the cut's validation
+
+    def classifier(network, weight_decay):
+        return ImageClassifier(network, num_classes=dm.num_classes, input_shape=dm.input_shape, optimizer="sgd",
+                               lr=args.lr, momentum=plan["momentum"], weight_decay=weight_decay, nesterov=False,
+                               scheduler="none")  # their MultiStepLR: a callback, gs.MultiStepLR
+
+    def fit(model, phase, resume_point, epochs, milestones, *callbacks):
+        tally, last = gs.Tally(), folder / resume_point
+        trainer = _trainer(args, folder, epochs, last=last, logs=phase,
+                           callbacks=[gs.MultiStepLR(args.lr, milestones, plan["gamma"]), tally, *callbacks])
+        trainer.fit(model, datamodule=dm, ckpt_path=last if last.is_file() else None)
+        return tally
+
+    base_acc = float(_trainer(args, folder, 1, callbacks=[extra]).test(
+        ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape), datamodule=dm, verbose=False)[0]["test_acc"])
+    # 1. sparsity learning (a fit already at its last epoch only restores the weights it ended with)
+    pruner = gs.group_sl_pruner(net, example, dm.num_classes, plan["reg"], plan["iterative_steps"], plan["max_pruning_ratio"])
+    sparsity = fit(classifier(net, plan["sparsity_weight_decay"]), "sparsity", SPARSITY_RESUME,
+                   plan["sparsity_epochs"], plan["sparsity_milestones"], gs.GroupSparsity(pruner, net))
+    # 2. progressive pruning to the target
+    pruning_start = time.perf_counter()
+    steps_taken = gs.prune_progressively(pruner, net, example, target, _count)
+    prune_s = time.perf_counter() - pruning_start
+    del pruner
+    model = classifier(net, plan["weight_decay"])
+    val_cut = float(_trainer(args, folder, 1, callbacks=[extra]).validate(model, datamodule=dm, verbose=False)[0]["val_acc"])
+    # 3. fine-tuning
+    finetune = fit(model, "finetune", EXTERNAL_RESUME, plan["finetune_epochs"], plan["finetune_milestones"])
+    acc = float(_trainer(args, folder, 1, callbacks=[extra]).test(model, datamodule=dm, verbose=False)[0]["test_acc"])
+    cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
+    block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
+                          "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
+    images = {"sparsity": sparsity.images, "finetune": finetune.images, "outside_fits": extra.images}
+    curve = val_curve(folder, "csv/sparsity")
+    return {
+        "method": args.method, "matched": args.match, "reduction_asked": args.reduction,
+        "target_macs": target, "reached_target": cost.macs <= target, "schedule": plan,
+        "finetune_lr": args.lr, "iterative_steps": plan["iterative_steps"], "steps_taken": steps_taken,
+        "pruning_ratio": steps_taken / plan["iterative_steps"],
+        "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
+        "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
+        "channels": channel_counts(model.net, convs_only=True), "epochs": args.budget,
+        "val_acc_cut": val_cut,  # the pruned network before any fine-tuning
+        "images_forwarded": sum(sum(v.values()) for v in images.values()), "images": images,
+        "fit_s": {"sparsity": round(sparsity.seconds, 1), "finetune": round(finetune.seconds, 1)},
+        "prune_s": round(prune_s, 1), "wall_s": round(time.perf_counter() - start, 1), "resumed": resumed,
+        # the whole run's epochs: sparsity learning's, then the fine-tune's
+        "val_curve": (curve + [None] * plan["sparsity_epochs"])[:plan["sparsity_epochs"]]
+        + val_curve(folder, "csv/finetune"),
     }
 
 
@@ -379,10 +510,7 @@ def run_scratch(args: argparse.Namespace) -> dict:
     cosine schedule and epochs): pruning's result is read against it (Liu et al. 2019)."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
-    from pl_pruning.callbacks import ChannelsLast
     from pl_pruning.measure import channel_counts, measure_cost
     from pl_pruning.module import ImageClassifier
 
@@ -403,11 +531,7 @@ def run_scratch(args: argparse.Namespace) -> dict:
     last = folder / EXTERNAL_RESUME
     resumed = last.is_file()
     start = time.perf_counter()
-    callbacks = [ModelCheckpoint(dirpath=last.parent, filename="last", enable_version_counter=False)]
-    callbacks += [ChannelsLast()] if args.fast else []
-    fit = L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=CSVLogger(folder / "csv"),
-                    precision=FAST_PRECISION if args.fast else "32-true", callbacks=callbacks,
-                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    fit = _trainer(args, folder, epochs, last=last)
     base_acc = float(fit.test(ImageClassifier(converged, num_classes=dm.num_classes, input_shape=dm.input_shape),
                               datamodule=dm, verbose=False)[0]["test_acc"])
     model = ImageClassifier(net, num_classes=dm.num_classes, input_shape=dm.input_shape, **cfg.optim)
@@ -430,7 +554,7 @@ def run_scratch(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("method", choices=["pl_pruning", "torch_pruning", "l1_uniform", "scratch", "render", "park"])
+    p.add_argument("method", choices=["pl_pruning", "torch_pruning", SPARSITY, "l1_uniform", "scratch", "render", "park"])
     p.add_argument("overrides", nargs="*", help="Hydra overrides for pl_pruning runs (ablations)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, default=15, help="training epochs of every method")
@@ -439,7 +563,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", help="run name (default: two_phase / torch_pruning / l1_uniform)")
     p.add_argument("--match", help="run (<name>_seed<seed>) whose pruned MACs the baseline must reach")
     p.add_argument("--reduction", type=float, help="external runs without --match: reach this MACs reduction")
-    p.add_argument("--steps", type=int, default=5, help="with --reduction: Torch-Pruning's iterative steps")
+    p.add_argument("--steps", type=int, help="Torch-Pruning's iterative steps: torch_pruning with --reduction (default 5), "
+                                            f"{SPARSITY} (default {TP_SL['iterative_steps']}, theirs; another is named _steps<n>)")
+    p.add_argument("--reg", type=float, default=TP_SL["reg"],
+                   help=f"{SPARSITY}: the regularisation coefficient (default {TP_SL['reg']:g}, theirs; another is named _reg<reg>)")
     p.add_argument("--lr", type=float, default=FINETUNE_LR,
                    help="external runs: the cosine fine-tune's starting learning rate (another adds _lr<lr> to the name)")
     p.add_argument("--experiment", default=EXPERIMENT,
@@ -471,6 +598,14 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--reduction must be more than 1, got {args.reduction}")
     if args.lr <= 0:
         p.error(f"--lr must be more than 0, got {args.lr}")
+    if args.steps is None:
+        args.steps = TP_SL["iterative_steps"] if args.method == SPARSITY else 5
+    if args.steps < 1:
+        p.error(f"--steps must be at least 1, got {args.steps}")
+    if args.method == SPARSITY and args.budget < 2:
+        p.error(f"{SPARSITY} needs --budget 2 or more (an epoch of sparsity learning and one of fine-tuning), got {args.budget}")
+    if args.method == SPARSITY and args.reg <= 0:
+        p.error(f"--reg must be more than 0, got {args.reg}")
     if args.method == "pl_pruning" and args.lr != FINETUNE_LR:
         p.error("pl_pruning runs take the fine-tuning rate as an override: pruning.fit.lr=<lr>")
     if args.checkpoint is None:
@@ -482,7 +617,7 @@ def main(argv: list[str] | None = None) -> None:
     if recorded.is_file():  # a second run would overwrite its record (wall time and all) with its own
         p.error(f"{args.name} seed {args.seed} is recorded already ({recorded}); "
                 "delete that file to run it again")
-    run = {"pl_pruning": run_pl_pruning, "scratch": run_scratch}.get(args.method, run_external)
+    run = {"pl_pruning": run_pl_pruning, "scratch": run_scratch, SPARSITY: run_torch_pruning_sl}.get(args.method, run_external)
     record = run(args)
     record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
