@@ -244,6 +244,7 @@ def test_headline_rows_carry_welch_p_on_validation_and_test():
     assert cells[4] == "+2.00" and float(cells[5]) < 0.001  # validation: diff and p
     assert cells[7] == "+0.50" and float(cells[8]) < 0.01   # test beside it
     assert render.images_forwarded(runs[0]) == 45_000 * 40 + 5_000 * 40 + 5_000  # no teacher, no judged step
+    assert render.images_forwarded({**runs[3], "images_forwarded": 1234}) == 1234  # counted by the run: taken as is
 
 
 # ----------------------------------------------------------------------------- Torch-Pruning with sparsity learning

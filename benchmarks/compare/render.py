@@ -93,10 +93,15 @@ def distilled(run: dict) -> bool:
 
 
 def images_forwarded(run: dict) -> int:
-    """Images through a forward pass in a run, estimated from its record: training images per
+    """Images through a forward pass in a run: counted where the run counted them
+    (``images_forwarded`` in its record: a total, or per phase and split); otherwise estimated
+    from its record: training images per
     epoch (twice with a teacher), one validation pass per epoch and per judged step (and the
     baseline's), and for steps judged before any epoch their BatchNorm re-estimation batches
     (the controller's default 4)."""
+    counted = run.get("images_forwarded")
+    if counted is not None:
+        return counted if isinstance(counted, int) else _total(counted)
     epochs = run["budget"] if run["method"] != "scratch" else run["epochs"]
     images = TRAIN_IMAGES * epochs * (2 if distilled(run) else 1) + VAL_IMAGES * epochs
     if run["method"] == "pl_pruning":
@@ -104,6 +109,10 @@ def images_forwarded(run: dict) -> int:
         images += VAL_IMAGES * (judged + 1) + (4 * BATCH * judged if any(
             o.replace(" ", "") == "pruning.finetune_epochs=0" for o in run.get("overrides") or []) else 0)
     return images
+
+
+def _total(counts: dict | int) -> int:
+    return counts if isinstance(counts, int) else sum(_total(v) for v in counts.values())
 
 
 def final_val(run: dict) -> float | None:
