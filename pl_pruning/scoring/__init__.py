@@ -16,6 +16,7 @@ from pl_pruning.scoring.criteria import (
     Entropy,
     L1Norm,
     MutualInformation,
+    NormalizedConditionalEntropy,
     RandomScore,
     compute_scores,
     get_criterion,
@@ -25,6 +26,7 @@ from pl_pruning.scoring.information import (
     conditional_entropy_from_counts,
     entropy_from_counts,
     mutual_information_from_counts,
+    uncertainty_coefficient_from_counts,
 )
 from pl_pruning.scoring.normalize import (
     DEFAULT_NORMALIZE,
@@ -36,8 +38,9 @@ from pl_pruning.scoring.normalize import (
 
 __all__ = [
     "CRITERIA", "DEFAULT_CRITERION", "DEFAULT_NORMALIZE", "NORMALIZATIONS", "APoZ",
-    "ConditionalEntropy", "Criterion", "Entropy", "L1Norm", "MutualInformation", "RandomScore",
-    "check_normalize", "compute_scores", "conditional_entropy_from_counts", "entropy_from_counts",
-    "get_criterion", "mutual_information_from_counts", "normalize_scores", "per_layer_normalize",
-    "register_criterion",
+    "ConditionalEntropy", "Criterion", "Entropy", "L1Norm", "MutualInformation",
+    "NormalizedConditionalEntropy", "RandomScore", "check_normalize", "compute_scores",
+    "conditional_entropy_from_counts", "entropy_from_counts", "get_criterion",
+    "mutual_information_from_counts", "normalize_scores", "per_layer_normalize", "register_criterion",
+    "uncertainty_coefficient_from_counts",
 ]

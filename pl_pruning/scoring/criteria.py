@@ -2,22 +2,29 @@
 
 Every criterion turns what it needs into one score per output filter of a convolution:
 
-=======================  ===========================================  ===========  ==========
-name                     score                                        needs data   reference
-=======================  ===========================================  ===========  ==========
-``conditional_entropy``  H(A | Y) = sum_y p(y) H(A | Y=y)  (default)  yes          2PFPCE
-``entropy``              H(A)                                         yes          Luo & Wu 2017
-``mutual_information``   I(A; Y) = H(A) - H(A | Y)                    yes          --
-``apoz``                 1 - APoZ (fraction of non-zero activations)  yes          Hu et al. 2016
-``l1``                   sum of |weights| of the filter               no           Li et al. 2017
-``random``               uniform in [0, 1), seeded per layer name     no           --
-=======================  ===========================================  ===========  ==========
+==================================  ===========================================  ==========  ==============
+name                                score                                        needs data  reference
+==================================  ===========================================  ==========  ==============
+``conditional_entropy``             H(A | Y) = sum_y p(y) H(A | Y=y)  (default)  yes         2PFPCE, read 1
+``normalized_conditional_entropy``  U(A | Y) = 1 - H(A | Y) / H(A)               yes         2PFPCE, read 2
+``entropy``                         H(A)                                         yes         Luo & Wu 2017
+``mutual_information``              I(A; Y) = H(A) - H(A | Y) = H(Y) - H(Y | A)  yes         2PFPCE, read 3
+``apoz``                            1 - APoZ (fraction of non-zero activations)  yes         Hu et al. 2016
+``l1``                              sum of |weights| of the filter               no          Li et al. 2017
+``random``                          uniform in [0, 1), seeded per layer name     no          --
+==================================  ===========================================  ==========  ==============
 
 ``A`` is a filter's pooled activation (see :class:`~pl_pruning.callbacks.EntropyStatistics`
 for the tap point) discretised into ``B`` equal-width bins, ``Y`` the class; the estimates
 are in :mod:`pl_pruning.scoring.information`. A filter that is always zero puts all its
 mass in one bin: ``H(A) = H(A | Y) = 0``, the lowest possible value. Scores of several
 layers are put on one scale by :mod:`pl_pruning.scoring.normalize`.
+
+The paper's full text is not available to us, so its conditional-entropy criterion is
+offered in three readings ("read 1-3" above; why each is plausible is in each class's
+docstring and in the project's method notes). They differ on a filter whose activation
+the class determines exactly: read 1 scores it 0, as low as a dead filter; reads 2 and 3
+score it at their top.
 
 A criterion of your own is a :class:`Criterion` subclass registered by name; from then on
 every part that takes a criterion name (the callbacks, the Hydra config) accepts it::
@@ -52,6 +59,7 @@ from pl_pruning.scoring.information import (
     conditional_entropy_from_counts,
     entropy_from_counts,
     mutual_information_from_counts,
+    uncertainty_coefficient_from_counts,
 )
 from pl_pruning.scoring.normalize import DEFAULT_NORMALIZE, check_normalize, normalize_scores
 from pl_pruning.statistics.result import LayerStatistics
@@ -114,14 +122,41 @@ class Criterion(abc.ABC):
 class ConditionalEntropy(Criterion):
     """H(A | Y): how much a filter's activation still varies once the class is known.
 
-    Our reading of 2PFPCE's criterion: filters with the lowest value carry the least
-    information and are removed first. A dead filter scores 0, the minimum.
+    Reading 1 of 2PFPCE's criterion (the default): the filters with the smallest H(A | Y)
+    are removed first. Plausible as a *redundancy* score: the information a filter adds
+    beyond what the rest of its layer carries is H(A_f | A_rest), which equals H(A_f | Y)
+    when the rest of the layer determines the class and the filters are independent given
+    the class. Its blind spot: a dead filter (H(A) = 0) and a filter whose activation the
+    class determines exactly (H(A) = I(A; Y) > 0) both score 0, the minimum, and go first
+    together; see :class:`NormalizedConditionalEntropy` for a reading that keeps them apart.
     """
 
     name = "conditional_entropy"
 
     def layer_scores(self, name, stats, module):
         return conditional_entropy_from_counts(stats.counts).float()
+
+
+class NormalizedConditionalEntropy(Criterion):
+    """U(A | Y) = 1 - H(A | Y) / H(A) = I(A; Y) / H(A) in [0, 1]: the share of a filter's
+    activation entropy that the class explains (Theil's uncertainty coefficient).
+
+    Reading 2 of 2PFPCE's criterion: the conditional entropy normalised by the marginal
+    entropy, H(A | Y) / H(A), is the share of the activation's variation that the class
+    does *not* explain; the filters with the **largest** normalised conditional entropy are
+    removed first, which is the score ``1 - H(A | Y) / H(A)`` with the smallest removed
+    first. Plausible as a *relevance* score that does not confuse "the class determines
+    the activation" (score 1, kept longest) with "the activation is constant" (a dead
+    filter: H(A) = 0, score 0, removed first); a filter whose activation varies
+    independently of the class also scores 0. Being a ratio it ignores how much a filter
+    varies: a filter with a little entropy, all of it explained by the class, ranks with
+    a widely varying one that the class explains as well.
+    """
+
+    name = "normalized_conditional_entropy"
+
+    def layer_scores(self, name, stats, module):
+        return uncertainty_coefficient_from_counts(stats.counts).float()
 
 
 class Entropy(Criterion):
@@ -134,7 +169,15 @@ class Entropy(Criterion):
 
 
 class MutualInformation(Criterion):
-    """I(A; Y): how much a filter's activation tells about the class."""
+    """I(A; Y): how much a filter's activation tells about the class.
+
+    Also reading 3 of 2PFPCE's criterion, the conditional entropy the other way round:
+    I(A; Y) = H(Y) - H(Y | A), and H(Y) is the same for every filter (every filter sees
+    the same samples), so removing the filters with the **largest** H(Y | A) (the class
+    stays most uncertain given the filter) removes them in the order of the smallest
+    I(A; Y). Removing the smallest H(Y | A) first would remove the most class-informative
+    filters first, and is not offered.
+    """
 
     name = "mutual_information"
 
@@ -232,7 +275,8 @@ def register_criterion(name: str, cls: type[Criterion], *, replace: bool = False
     return cls
 
 
-for _cls in (ConditionalEntropy, Entropy, MutualInformation, APoZ, L1Norm, RandomScore):
+for _cls in (ConditionalEntropy, Entropy, MutualInformation, APoZ, L1Norm, RandomScore,
+             NormalizedConditionalEntropy):
     register_criterion(_cls.name, _cls)
 
 
@@ -294,6 +338,6 @@ def _select(layers: Iterable[str] | None, available: Mapping[str, Any]) -> list[
 
 __all__ = [
     "CRITERIA", "DEFAULT_CRITERION", "APoZ", "ConditionalEntropy", "Criterion", "Entropy",
-    "L1Norm", "MutualInformation", "RandomScore", "compute_scores", "get_criterion",
-    "register_criterion",
+    "L1Norm", "MutualInformation", "NormalizedConditionalEntropy", "RandomScore", "compute_scores",
+    "get_criterion", "register_criterion",
 ]

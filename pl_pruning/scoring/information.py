@@ -13,6 +13,8 @@ Example::
     0.6931
     >>> float(conditional_entropy_from_counts(counts)[0])  # the class fixes the bin
     0.0
+    >>> float(uncertainty_coefficient_from_counts(counts)[0])  # ... so it explains all of H(A)
+    1.0
 """
 
 from __future__ import annotations
@@ -44,4 +46,16 @@ def mutual_information_from_counts(counts: Tensor) -> Tensor:
     return (h - conditional_entropy_from_counts(counts)).clamp_min(0.0)
 
 
-__all__ = ["conditional_entropy_from_counts", "entropy_from_counts", "mutual_information_from_counts"]
+def uncertainty_coefficient_from_counts(counts: Tensor) -> Tensor:
+    """U(A | Y) = I(A; Y) / H(A) = 1 - H(A | Y) / H(A) in [0, 1] from joint counts
+    ``[..., bins, classes]`` (Theil's uncertainty coefficient): the share of the activation's
+    entropy that the class explains. 0 where H(A) = 0 (a constant activation: nothing to
+    explain)."""
+    counts = counts.to(torch.float64)
+    h = entropy_from_counts(counts.sum(-1), dim=-1)
+    share = mutual_information_from_counts(counts) / h.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where(h > 0, share.clamp(0.0, 1.0), torch.zeros_like(h))
+
+
+__all__ = ["conditional_entropy_from_counts", "entropy_from_counts", "mutual_information_from_counts",
+           "uncertainty_coefficient_from_counts"]

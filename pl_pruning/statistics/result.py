@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-CSV_COLUMNS = ("layer", "filter", "entropy", "conditional_entropy", "mutual_information", "apoz",
-               "mean_activation", "l1")
+CSV_COLUMNS = ("layer", "filter", "entropy", "conditional_entropy", "mutual_information",
+               "normalized_conditional_entropy", "apoz", "mean_activation", "l1")
 
 
 @dataclass
@@ -98,12 +98,14 @@ class CollectedStatistics(Mapping[str, LayerStatistics]):
         return True
 
     def write_csv(self, path: str | Path, model: nn.Module | None = None) -> Path:
-        """One row per filter (:data:`CSV_COLUMNS`): entropies in nats, APoZ, mean activation,
-        and the filter's L1 norm from ``model`` (NaN without it)."""
+        """One row per filter (:data:`CSV_COLUMNS`): entropies in nats, the share of H(A) the
+        class explains, APoZ, mean activation, and the filter's L1 norm from ``model`` (NaN
+        without it)."""
         from pl_pruning.scoring.information import (
             conditional_entropy_from_counts,
             entropy_from_counts,
             mutual_information_from_counts,
+            uncertainty_coefficient_from_counts,
         )
 
         path = Path(path)
@@ -115,7 +117,8 @@ class CollectedStatistics(Mapping[str, LayerStatistics]):
                 columns = [
                     entropy_from_counts(s.counts.to(torch.float64).sum(-1)),
                     conditional_entropy_from_counts(s.counts),
-                    mutual_information_from_counts(s.counts), s.zero_fraction, s.mean_activation,
+                    mutual_information_from_counts(s.counts), uncertainty_coefficient_from_counts(s.counts),
+                    s.zero_fraction, s.mean_activation,
                 ]
                 l1 = (model.get_submodule(name).weight.detach().abs().flatten(1).sum(1).cpu()
                       if model is not None else torch.full((s.num_filters,), float("nan")))

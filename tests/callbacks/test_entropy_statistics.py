@@ -366,11 +366,13 @@ def test_logging_csv_and_tensorboard(tmp_path):
     events = EventAccumulator(str(tb.log_dir), size_guidance={"histograms": 0}).Reload()
     assert "entropy_stats/net.features.0/conditional_entropy" in events.Tags()["histograms"]
     rows = list(csv.DictReader(open(tmp_path / "filter_stats.csv")))
-    assert list(rows[0]) == ["layer", "filter", "entropy", "conditional_entropy",
-                             "mutual_information", "apoz", "mean_activation", "l1"]
+    assert list(rows[0]) == ["layer", "filter", "entropy", "conditional_entropy", "mutual_information",
+                             "normalized_conditional_entropy", "apoz", "mean_activation", "l1"]
     assert len(rows) == 16 + 32 + 32
     row = next(r for r in rows if r["layer"] == "net.features.3" and r["filter"] == "7")
     assert float(row["conditional_entropy"]) == pytest.approx(scores[7].item(), rel=1e-6)
+    u = stats.scores("normalized_conditional_entropy", normalize="none")["net.features.3"][7].item()
+    assert float(row["normalized_conditional_entropy"]) == pytest.approx(u, rel=1e-6)
     l1 = stats.scores("l1", normalize="none")["net.features.3"][7].item()
     assert float(row["l1"]) == pytest.approx(l1, rel=1e-6)
 

@@ -20,8 +20,8 @@ from pl_pruning.scoring.criteria import (
 
 
 def test_registry_names():
-    assert set(CRITERIA) == {"conditional_entropy", "entropy", "mutual_information", "apoz", "l1",
-                             "random"}
+    assert set(CRITERIA) == {"conditional_entropy", "normalized_conditional_entropy", "entropy",
+                             "mutual_information", "apoz", "l1", "random"}
     assert {n for n, c in CRITERIA.items() if not c.needs_data} == {"l1", "random"}
     assert get_criterion("conditional_entropy").name == "conditional_entropy"
 
