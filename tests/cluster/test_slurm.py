@@ -1,7 +1,8 @@
 """pl-prune on a real SLURM cluster (a single node on this machine, see minicluster.py):
-a sweep through hydra-submitit-launcher, the plain sbatch script of docs/CLUSTER.md as an
-array with one task requeued part-way through pruning, and a DDP job whose ranks are
-SLURM tasks. Every test skips, saying why, where SLURM is not installed."""
+a sweep through hydra-submitit-launcher; the plain sbatch script of docs/CLUSTER.md as an
+array over seeds, as an array with one task requeued part-way through pruning, and as a
+DDP job whose ranks are SLURM tasks. Every test skips, saying why, where SLURM is not
+installed."""
 
 from __future__ import annotations
 
@@ -94,6 +95,23 @@ def test_a_two_job_sweep_through_the_slurm_launcher_finishes_and_reports(slurm, 
     md = (sweep / "sweep_report.md").read_text()
     assert "| pruning.controller.criterion=l1 | 1 |" in md
     assert "| pruning.controller.criterion=conditional_entropy | 1 |" in md
+
+
+@pytest.mark.slow
+def test_the_sbatch_script_as_an_array_over_seeds_reports_one_setting(slurm, tmp_path):
+    """`sbatch --array=0-1 prune.sbatch seed=%a ...`, as docs/CLUSTER.md shows it: each task
+    runs with its own seed in runs/<array id>/<task id>/, and pl-prune-report reads the
+    array's folder as one setting over two seeds."""
+    array = slurm.sbatch("--array=0-1", "--cpus-per-task=1", f"--chdir={tmp_path}", f"--output={tmp_path}/%A_%a.out",
+                         str(SBATCH_SCRIPT), "seed=%a", *QUICK, env=job_env())
+    jobs = slurm.wait(array, TIMEOUT, log=tmp_path / f"{array}_1.out")
+    assert {j["JobState"] for j in jobs.values()} == {"COMPLETED"}, f"{jobs}\n{tail(tmp_path / f'{array}_0.out')}"
+    runs = tmp_path / "runs" / array
+    assert [json.loads((runs / t / "results.json").read_text())["config"]["seed"] for t in "01"] == [0, 1]
+    out = report_script(runs)
+    assert "2 jobs in 1 settings" in out
+    jobs_csv = (runs / "sweep_jobs.csv").read_text().splitlines()
+    assert len(jobs_csv) == 3, jobs_csv
 
 
 # The requeue test's runs: a few pruning epochs, so that one can stop between them.
