@@ -381,3 +381,24 @@ def test_torch_pruning_with_sparsity_learning_resumes_each_phase_and_reaches_the
     assert record["pruned"]["macs"] <= record["target_macs"] == record["baseline"]["macs"] / 3
     assert record["reached_target"] and 3 <= record["macs_reduction"] < 3.6
     assert 0 < record["steps_taken"] < 20 and record["schedule"]["max_pruning_ratio"] == 0.7
+
+
+def test_the_harness_modules_import_each_other_without_a_circle():
+    import ast
+
+    folder = ROOT / "benchmarks" / "compare"
+    local = {p.stem for p in folder.glob("*.py")}
+    edges = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # nested imports count too
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+        edges[path.stem] = names & local - {path.stem}
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in edges.get(start, ()))
+    assert edges["render"] >= {"records"} and "run" not in edges["render"]
+    assert not [m for m in edges if reaches(m, m)], edges

@@ -43,7 +43,7 @@ def shapes() -> dict[str, dict]:
     """``{setting: {"channels", "seed", "from", "shape_seeds", "experiment"}}``: each setting's
     lowest-seed shape from the committed runs, the seeds whose shape was the same, and the
     experiment whose dense network it was cut from."""
-    from run import experiment_of
+    from records import experiment_of
 
     by_name: dict[str, list[tuple[int, dict[str, int], str]]] = {}
     experiment: dict[str, str] = {}

@@ -15,8 +15,9 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from records import RUNS, final_val, mean_sd, welch_p
+
 HERE = Path(__file__).resolve().parent
-RUNS = HERE / "runs"
 # One seed a side: the larger score must lead by at least this much (points), the largest
 # seed-to-seed range of final validation accuracy among the three-seed groups at 15 epochs.
 SCREEN_MARGIN = 0.5
@@ -75,23 +76,6 @@ LEVERS = [
 def group(name: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RUNS.glob(f"{name}_seed*.json"))
             if p.stem.rsplit("_seed", 1)[0] == name]
-
-
-def final_val(run: dict) -> float:
-    return 100 * run["val_curve"][-1]
-
-
-def mean_sd(values: list[float]) -> tuple[float, float | None]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def welch_p(a: list[float], b: list[float]) -> float | None:
-    """Welch's two-sided t-test p-value; None with fewer than two values a side."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy import stats
-
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def decide(inc: list[float], alt: list[float]) -> tuple[str, float | None]:

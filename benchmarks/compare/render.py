@@ -17,12 +17,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from run import EXPERIMENT, experiment_of  # EXPERIMENT: the VGG, the goal's network
+from records import EXPERIMENT, experiment_of, final_val, mean_sd, welch_p
 
 from pl_pruning.pruning.run_state import per_phase
 
 HERE = Path(__file__).resolve().parent
-RUNS = HERE / "runs"
 # Which table each setting belongs to; anything else lands in "other". The paper's research
 # questions are asked of one setting at the goal's 3x (RQ_BASE: steps judged before the first
 # epoch, conditional entropy, both phases, freeze off, distillation off), one lever changed per run.
@@ -74,12 +73,9 @@ BEFORE_BOUND_POINTS = 2.0
 GOAL = {"macs_reduction": 3.0, "max_drop_points": 1.0, "budget": 40, "experiment": EXPERIMENT}
 
 
-def load() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+from records import load  # noqa: E402  (the records, read once per render)
 
-
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+_mean_std = mean_sd
 
 
 TRAIN_IMAGES, VAL_IMAGES, BATCH = 45_000, 5_000, 128  # the converged presets' splits and batch size
@@ -113,20 +109,6 @@ def images_forwarded(run: dict) -> int:
 
 def _total(counts: dict | int) -> int:
     return counts if isinstance(counts, int) else sum(_total(v) for v in counts.values())
-
-
-def final_val(run: dict) -> float | None:
-    curve = [v for v in run.get("val_curve") or [] if v is not None]
-    return 100 * curve[-1] if curve else None
-
-
-def welch_p(a: list[float], b: list[float]) -> float | None:
-    """Welch's two-sided t-test p-value (PROTOCOL.md); None with fewer than two values a side."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy import stats
-
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def summarise(runs: list[dict]) -> dict[str, dict]:
@@ -579,3 +561,7 @@ def render(experiment: str) -> None:
     if any(r["name"] in RESNET20_3X for r in runs):
         plot_curves(runs, RESNET20_3X, HERE / "val_curves_resnet20_3x.png", epochs=15, network=" of ResNet-20")
     print("\n".join(md))
+
+
+if __name__ == "__main__":
+    render(EXPERIMENT)

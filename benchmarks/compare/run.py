@@ -56,10 +56,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # benchmarks/parking.py; records.py beside this file
 import parking  # noqa: E402  (benchmarks/parking.py, shared with benchmarks/converged/)
+from records import EXPERIMENT, RUNS, experiment_of  # noqa: E402,F401  (experiment_of: latency.py's)
 
-RUNS = HERE / "runs"
 # Unfinished runs' resume points, committed (``park``) so that a fresh checkout continues them.
 PARTIAL = HERE / "partial"
 # Where a run keeps the checkpoint it resumes from: the pl-prune app's, the external fine-tune's,
@@ -67,7 +67,6 @@ PARTIAL = HERE / "partial"
 PL_PRUNING_RESUME, EXTERNAL_RESUME = "pruning_checkpoints/last.ckpt", "checkpoints/last.ckpt"
 SPARSITY_RESUME = "sparsity/last.ckpt"
 RESUME_POINTS = (PL_PRUNING_RESUME, EXTERNAL_RESUME, SPARSITY_RESUME)
-EXPERIMENT = "converged_vgg16_w025"
 # Each experiment preset's converged network (benchmarks/converged/README.md). The VGG's is
 # the 60-epoch baseline; vgg16_w025_seed0.pt (30 epochs) is not converged by the criterion
 # there and is only for trying the harness out.
@@ -88,11 +87,6 @@ SPARSITY = "torch_pruning_sl"
 TP_SL = {"sparsity_epochs": 100, "finetune_epochs": 100, "lr": 0.01, "milestones": (60, 80), "gamma": 0.1,
          "momentum": 0.9, "sparsity_weight_decay": 0.0, "weight_decay": 5e-4, "reg": 1e-4, "alpha": 16,
          "iterative_steps": 400, "max_pruning_ratio": 1.0, "vgg_max_pruning_ratio": 0.7}
-
-
-def experiment_of(record: dict) -> str:
-    """A run record's experiment preset: runs recorded before they named theirs are the VGG's."""
-    return record.get("experiment", EXPERIMENT)
 
 
 def run_name(args: argparse.Namespace) -> str:
@@ -579,10 +573,8 @@ def main(argv: list[str] | None = None) -> None:
                                         + ", ".join(f"{k}: {v.name}" for k, v in CHECKPOINTS.items()) + ")")
     args = p.parse_intermixed_args(argv)  # overrides may follow the options
     os.chdir(ROOT)  # the presets name data relative to the repository root
-    if args.method == "render":
-        from render import render
-
-        render(EXPERIMENT)
+    if args.method == "render":  # render.py reads only the records: its own process, no import circle
+        subprocess.run([sys.executable, str(HERE / "render.py")], check=True)
         return
     if args.method == "park":
         park()
