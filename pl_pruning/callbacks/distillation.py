@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.errors import PlPruningError
 from pl_pruning.pruning.pruner import private_copy
-from pl_pruning.statistics.batches import inputs_from_batch, logits_of
+from pl_pruning.structure.batches import inputs_from_batch, logits_of
 from pl_pruning.validate import check_bool, check_number
 
 __all__ = ["Distillation", "distillation_loss"]

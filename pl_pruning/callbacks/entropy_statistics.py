@@ -21,10 +21,11 @@ from pl_pruning.scoring.criteria import (
     get_criterion,
 )
 from pl_pruning.scoring.normalize import DEFAULT_NORMALIZE, check_normalize
-from pl_pruning.statistics.batches import example_input, labels_from_batch
+from pl_pruning.scoring.table import write_filter_table
 from pl_pruning.statistics.collector import StatisticsCollector, check_options
 from pl_pruning.statistics.result import CollectedStatistics, LayerStatistics
 from pl_pruning.statistics.taps import TapPoint
+from pl_pruning.structure.batches import example_input, labels_from_batch
 from pl_pruning.validate import check_bool, check_choice, check_int, check_names, is_int
 
 
@@ -41,7 +42,7 @@ class EntropyStatistics(Callback):
 
     The statistics are final from ``on_validation_end`` on. After surgery call
     :meth:`invalidate`; the next epoch collects them for the new channel counts. The network
-    graph (:class:`~pl_pruning.pruning.graph.NetworkGraph`: each convolution's BatchNorm, the
+    graph (:class:`~pl_pruning.structure.graph.NetworkGraph`: each convolution's BatchNorm, the
     MACs per filter for ``normalize="cost-aware"``) is traced with the module's
     ``example_input_array`` at setup, or else with the input of the first validation batch
     (one forward pass in eval mode without gradients, once per architecture).
@@ -142,6 +143,12 @@ class EntropyStatistics(Callback):
         architecture (False after :meth:`invalidate` or when channel counts changed)."""
         return self._result is not None and (self._model is None or self._result.fits(self._model))
 
+    @property
+    def collected(self) -> CollectedStatistics | None:
+        """The finished statistics of the current architecture (what :attr:`has_statistics`
+        says exists), or None."""
+        return self._result if self.has_statistics else None
+
     def invalidate(self) -> None:
         """Mark the statistics stale (call after surgery); the next validation epoch
         collects them again for the new channel counts."""
@@ -196,7 +203,7 @@ class EntropyStatistics(Callback):
         """Write one row per filter: layer, filter, entropy, conditional entropy, mutual
         information, APoZ (fraction of zeros), mean activation, L1 norm (raw values, nats)."""
         self._require_statistics()
-        return self._result.write_csv(path, self._model)
+        return write_filter_table(self._result, path, self._model)
 
     # ------------------------------------------------------------------ Lightning hooks
 

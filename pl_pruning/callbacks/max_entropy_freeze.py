@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.errors import PlPruningError
 from pl_pruning.scoring.criteria import get_criterion
-from pl_pruning.statistics.batches import example_input
+from pl_pruning.structure.batches import example_input
 from pl_pruning.validate import check_bool, check_fraction
 
 
@@ -40,7 +40,7 @@ class MaxEntropyFreeze(Callback):
       validation epoch), recomputed from fresh statistics at each epoch start.
 
     Scores come from :class:`~pl_pruning.EntropyStatistics` (criterion ``"entropy"``). The
-    BatchNorm of each convolution is :attr:`~pl_pruning.pruning.graph.NetworkGraph.batchnorm_of`,
+    BatchNorm of each convolution is :attr:`~pl_pruning.structure.graph.NetworkGraph.batchnorm_of`,
     traced once with the module's ``example_input_array`` or else the first training batch.
 
     Args:
@@ -124,7 +124,7 @@ class MaxEntropyFreeze(Callback):
     def _save(self, pl_module: L.LightningModule, batch: Any) -> None:
         """Save the frozen filters' values: convolution and BatchNorm weight and bias."""
         if self._bn_of is None:
-            from pl_pruning.pruning.graph import NetworkGraph
+            from pl_pruning.structure.graph import NetworkGraph
 
             example = example_input(pl_module, batch)
             if example is None:

@@ -19,13 +19,13 @@ from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
 from pl_pruning.pruning import optimizer_state, run_state
-from pl_pruning.pruning.graph import resolve_ignored
 from pl_pruning.pruning.planner import MEAN_KEY
 from pl_pruning.pruning.pruner import Pruner
 from pl_pruning.pruning.run_state import Phase, RunState, StepRecord
 from pl_pruning.pruning.schedule import Decision, Network, Schedule, cosine_factor
 from pl_pruning.scoring import DEFAULT_CRITERION, get_criterion
-from pl_pruning.statistics.batches import example_input
+from pl_pruning.structure.batches import example_input
+from pl_pruning.structure.graph import resolve_ignored
 from pl_pruning.validate import check_bool, check_choice, check_int, check_names, check_number
 
 _SETTINGS = frozenset(f.name for f in fields(Schedule))
@@ -138,6 +138,7 @@ class PhaseController(Callback):
         self.pruner = Pruner(check_names("ignored_layers", ignored_layers), self.schedule.min_channels,
                              self.schedule.round_to, check_bool("compensate", compensate))
         self._tracked = {self.criterion_name}
+        self._statistics = None  # the fit's EntropyStatistics (found at setup), or None
         self._restored = False  # rank 0 restored the accepted network while deciding
         self._before_training = False  # the baseline validation, before the first epoch
         self.run = RunState(step=self.schedule.global_step)
@@ -183,9 +184,9 @@ class PhaseController(Callback):
             return
         from pl_pruning.callbacks.entropy_statistics import EntropyStatistics
 
-        self.pruner.statistics = find_callback(trainer, EntropyStatistics)
+        self._statistics = find_callback(trainer, EntropyStatistics)
         needs_data = sorted(c for c in self._tracked if get_criterion(c).needs_data)
-        if needs_data and self.pruner.statistics is None:
+        if needs_data and self._statistics is None:
             raise PlPruningError(
                 f"criterion {needs_data[0]!r} is computed from activation statistics: add "
                 "EntropyStatistics() to the Trainer's callbacks, or choose a data-free criterion (l1, random)")
@@ -249,7 +250,8 @@ class PhaseController(Callback):
             rank_zero_warn(f"[PhaseController] {self.monitor}={metric}: the step is rolled back")
         if self.run.phase is Phase.BASELINE:
             self.run.noise = loops.noise_at_bound(trainer, metric, self.schedule.max_drop, self.schedule.mode, self.monitor)
-        self.pruner.refresh(self.run.scores, pl_module, self._tracked)
+        self.pruner.refresh(self.run.scores, pl_module, self._tracked,
+                            self._statistics.collected if self._statistics is not None else None)
         decision = None
         if trainer.is_global_zero:  # one decision, taken where the model is restored first
             screen = loops.screen_for(trainer, pl_module, self.pruner, lambda: self.run.scores,
@@ -324,6 +326,7 @@ class PhaseController(Callback):
         run, (phase, layer, step) = self.run, d.planned
         carried = optimizer_state.capture(trainer.optimizers, [c.scheduler for c in trainer.lr_scheduler_configs])
         result = self.pruner.cut(pl_module, d.plan, run.scores)
+        self._statistics_stale()
         optimizer_state.rebuild(trainer, pl_module, carried, result.parameter_changes)
         run.surgeries += 1
         run.epochs_since_surgery = 0
@@ -334,6 +337,12 @@ class PhaseController(Callback):
     def _restore_accepted(self, pl_module: L.LightningModule, mark: bool = False) -> None:
         self._restored = mark  # rank 0 restores while deciding; the others when applying
         self.run.scores = self.pruner.restore(pl_module, self.run.accepted)
+        self._statistics_stale()
+
+    def _statistics_stale(self) -> None:
+        """The network changed: the statistics collected on it are collected again."""
+        if self._statistics is not None:
+            self._statistics.invalidate()
 
     # ------------------------------------------------------------------ reporting & checkpoints
 

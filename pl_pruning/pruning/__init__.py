@@ -1,8 +1,6 @@
-"""The pruning engine, free of Lightning.
+"""The pruning engine, free of Lightning (the network's graph and groups it reads are in
+:mod:`pl_pruning.structure`).
 
-* :mod:`~pl_pruning.pruning.graph`: :class:`NetworkGraph`, one traced description of a
-  network (coupled groups, conv -> BatchNorm, consumers, channels, MACs), cached per
-  architecture; :mod:`~pl_pruning.pruning.groups`: which filters go together.
 * :mod:`~pl_pruning.pruning.planner`: group scores, global and layer-wise plans, Phase II
   layer orders (a registry: :func:`register_layer_order`).
 * :mod:`~pl_pruning.pruning.surgery`: :func:`prune_filters`, atomic physical removal;
@@ -15,17 +13,13 @@
   (trace, price, score, cut, snapshot, restore).
 """
 
-from pl_pruning.pruning.graph import NetworkGraph
-from pl_pruning.pruning.groups import PruningGroup
 from pl_pruning.pruning.planner import LAYER_ORDERS, register_layer_order
 from pl_pruning.pruning.pruner import Pruner
 from pl_pruning.pruning.surgery import SurgeryResult, prune_filters, pruning_groups
 
 __all__ = [
     "LAYER_ORDERS",
-    "NetworkGraph",
     "Pruner",
-    "PruningGroup",
     "SurgeryResult",
     "prune_filters",
     "pruning_groups",

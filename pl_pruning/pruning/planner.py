@@ -2,7 +2,7 @@
 Phase II layer orders.
 
 A plan is ``{group root: [filter indices]}`` for :func:`~pl_pruning.pruning.surgery.prune_filters`.
-Filters are ranked per coupled group (:class:`~pl_pruning.pruning.graph.PruningGroup`):
+Filters are ranked per coupled group (:class:`~pl_pruning.structure.graph.PruningGroup`):
 filter ``i`` of a group is scored by the mean of the scores of filter ``i`` of the group's
 convolutions (:func:`score_groups`); a filter never scored (NaN) is ranked last.
 
@@ -16,7 +16,7 @@ by name (:data:`LAYER_ORDERS`, :func:`register_layer_order`)::
     PhaseController(layer_order="widest_first")
 
 A layer order gets ``scored`` (``[(PruningGroup, Tensor of group filter scores)]`` in module
-order) and the :class:`~pl_pruning.pruning.graph.NetworkGraph` of the network, and returns
+order) and the :class:`~pl_pruning.structure.graph.NetworkGraph` of the network, and returns
 the groups (or their root names) in the order to visit; groups it leaves out are not pruned
 in Phase II.
 """
@@ -25,15 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from pl_pruning.errors import PlPruningError
-from pl_pruning.pruning.graph import NetworkGraph, PruningGroup
 from pl_pruning.pruning.surgery import rounded_removal
-from pl_pruning.scoring import get_criterion, normalize_scores
+from pl_pruning.scoring import compute_scores, get_criterion, normalize_scores
+from pl_pruning.statistics.result import CollectedStatistics
+from pl_pruning.structure.graph import NetworkGraph, PruningGroup
 
 __all__ = [
     "LAYER_ORDERS", "FilterScores", "Scored", "global_plan", "layer_plan", "order_layers",
@@ -101,20 +101,23 @@ class FilterScores:
                 self.ids[name] = self.ids[name][keep]
 
 
-def fresh_scores(criteria: Iterable[str], statistics: Any, model: nn.Module) -> dict[str, dict[str, Tensor]]:
+def fresh_scores(criteria: Iterable[str], statistics: CollectedStatistics | None,
+                 model: nn.Module) -> dict[str, dict[str, Tensor]]:
     """Raw scores of the current filters under each criterion, plus the mean activations
     (:data:`MEAN_KEY`), for :meth:`FilterScores.update`. Data criteria and the means need
-    ``statistics`` (an EntropyStatistics) that has statistics; data-free ones the model."""
+    ``statistics`` collected on ``model`` as it is now (statistics of other channel counts
+    are left unused); data-free ones the model."""
     fresh: dict[str, dict[str, Tensor]] = {}
-    ready = statistics is not None and statistics.has_statistics
+    ready = statistics is not None and statistics.fits(model)
     for name in criteria:
         criterion = get_criterion(name)
         if not criterion.needs_data:
             fresh[criterion.name] = criterion(model, normalize="none")
         elif ready:
-            fresh[criterion.name] = statistics.scores(criterion.name, normalize="none")
+            modules = {layer: model.get_submodule(layer) for layer in statistics}
+            fresh[criterion.name] = compute_scores(criterion, list(statistics), modules, statistics, "none")
     if ready:
-        fresh[MEAN_KEY] = statistics.mean_activation()
+        fresh[MEAN_KEY] = {layer: s.mean_activation for layer, s in statistics.items()}
     return fresh
 
 

@@ -1,7 +1,7 @@
 """Pruner: what a pruning run does to its network, without Lightning.
 
 The controller decides (:mod:`~pl_pruning.pruning.schedule`); the pruner acts on the
-module: it traces it (:class:`~pl_pruning.pruning.graph.NetworkGraph`, cached per
+module: it traces it (:class:`~pl_pruning.structure.graph.NetworkGraph`, cached per
 architecture), prices it, scores its groups, cuts a plan (:func:`prune_filters` with the
 run's settings), and snapshots / restores the accepted network with the scores that
 belong to it. The module needs an ``example_input_array`` (a Tensor).
@@ -10,7 +10,7 @@ Example::
 
     pruner = Pruner(ignored_layers=("classifier",), compensate=False)
     scores = FilterScores()
-    pruner.refresh(scores, model, ["l1"])
+    pruner.refresh(scores, model, ["l1"])               # data criteria: pass the collected statistics
     graph, scored = pruner.scored(model, scores.current("l1"))
     pruner.cut(model, planner.global_plan(scored, 0.2, graph), scores)   # 20% of the filters
 """
@@ -28,9 +28,10 @@ from torch.optim import Optimizer
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts, count_params
 from pl_pruning.pruning import optimizer_state, planner
-from pl_pruning.pruning.graph import NetworkGraph
 from pl_pruning.pruning.planner import MEAN_KEY, FilterScores
 from pl_pruning.pruning.surgery import SurgeryResult, prune_filters
+from pl_pruning.statistics.result import CollectedStatistics
+from pl_pruning.structure.graph import NetworkGraph
 
 __all__ = ["Pruner", "private_copy"]
 
@@ -54,16 +55,16 @@ class Pruner:
         min_channels: filters every layer keeps at least.
         round_to: ``None``, or keep channel counts a multiple of this.
         compensate: fold removed filters' mean activations into the consumers' biases.
-        statistics: the source of data-driven scores and mean activations
-            (``has_statistics``, ``scores``, ``mean_activation``, ``invalidate``: an
-            :class:`~pl_pruning.callbacks.EntropyStatistics`), or ``None``.
+
+    The statistics that data criteria and compensation read are passed to :meth:`refresh`;
+    a cut or a restore leaves them to whoever collects them (they describe the network as
+    it was, and :meth:`~pl_pruning.statistics.CollectedStatistics.fits` says so).
     """
 
     ignored_layers: tuple[str, ...] = ()
     min_channels: int = 1
     round_to: int | None = None
     compensate: bool = True
-    statistics: Any = None
 
     def graph(self, module: nn.Module) -> NetworkGraph:
         example = getattr(module, "example_input_array", None)
@@ -81,13 +82,15 @@ class Pruner:
         graph = self.graph(module)
         return graph, planner.score_groups(graph.groups, scores)
 
-    def refresh(self, scores: FilterScores, module: nn.Module, criteria: Iterable[str]) -> None:
-        """Remember the latest scores of every current filter, by its original index."""
+    def refresh(self, scores: FilterScores, module: nn.Module, criteria: Iterable[str],
+                statistics: CollectedStatistics | None = None) -> None:
+        """Remember the latest scores of every current filter, by its original index (data
+        criteria and the mean activations from ``statistics``, when they fit ``module``)."""
         scores.start(channel_counts(module, convs_only=True))
-        scores.update(planner.fresh_scores(criteria, self.statistics, module))
+        scores.update(planner.fresh_scores(criteria, statistics, module))
 
     def cut(self, module: nn.Module, plan: Mapping[str, list[int]], scores: FilterScores) -> SurgeryResult:
-        """Remove the planned filters (atomic); the scores forget them, the statistics start again."""
+        """Remove the planned filters (atomic); the scores forget them."""
         result = prune_filters(module, plan, module.example_input_array, graph=self.graph(module),
                                ignored_layers=self.ignored_layers, min_channels=self.min_channels,
                                round_to=self.round_to, compensate=self.compensate,
@@ -95,7 +98,6 @@ class Pruner:
         if result.filters_removed == 0:
             raise RuntimeError(f"the planned surgery {plan} removed no filter")
         scores.remove(result.removed)
-        self._invalidate()
         return result
 
     def snapshot(self, module: nn.Module, optimizers: Sequence[Optimizer], scores: FilterScores) -> dict[str, Any]:
@@ -105,9 +107,4 @@ class Pruner:
     def restore(self, module: nn.Module, accepted: Mapping[str, Any]) -> FilterScores:
         """Put the accepted network back; returns a copy of its own scores."""
         optimizer_state.restore_model(module, accepted["model"])
-        self._invalidate()
         return accepted["scores"].copy()
-
-    def _invalidate(self) -> None:
-        if self.statistics is not None:
-            self.statistics.invalidate()

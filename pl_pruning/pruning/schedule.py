@@ -35,9 +35,9 @@ from typing import Any
 
 from pl_pruning.errors import PlPruningError
 from pl_pruning.pruning import planner
-from pl_pruning.pruning.graph import NetworkGraph
 from pl_pruning.pruning.run_state import PHASES, PRUNING, Phase, RunState, StepRecord
 from pl_pruning.scoring import NORMALIZATIONS
+from pl_pruning.structure.graph import NetworkGraph
 from pl_pruning.validate import check_bool, check_choice, check_fraction, check_int, check_number
 
 __all__ = ["Decision", "Network", "Schedule", "cosine_factor"]

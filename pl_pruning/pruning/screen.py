@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from torch import nn
 from pl_pruning.modes import eval_mode, kept_modes
 from pl_pruning.pruning.planner import FilterScores
 from pl_pruning.pruning.pruner import Pruner, private_copy
-from pl_pruning.statistics.batches import inputs_from_batch, labels_from_batch, logits_of
+from pl_pruning.structure.batches import inputs_from_batch, labels_from_batch, logits_of
 
 __all__ = ["Screen", "accuracy", "reestimate_batchnorm"]
 
@@ -69,13 +68,13 @@ class Screen:
     """Screens planned steps against the network they would be cut from.
 
     Args:
-        pruner: the run's pruner (its settings cut the copy; its statistics are left alone).
+        pruner: the run's pruner (its settings cut the copy).
         train_batches: batches whose inputs re-estimate the copy's BatchNorm statistics.
         heldout_batches: labelled batches the accuracies are measured on.
     """
 
     def __init__(self, pruner: Pruner, train_batches: Sequence[Any], heldout_batches: Sequence[Any]) -> None:
-        self.pruner = replace(pruner, statistics=None)
+        self.pruner = pruner
         self.train_batches, self.heldout_batches = list(train_batches), list(heldout_batches)
 
     def drop(self, module: nn.Module, plan: Mapping[str, list[int]], scores: FilterScores) -> float:

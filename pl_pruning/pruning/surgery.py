@@ -2,7 +2,7 @@
 
 The coupling rules (BatchNorm after a convolution, the next layer's input channels,
 residual additions, depthwise convolutions, the Linear after a flatten, concatenations)
-are Torch-Pruning's: the :class:`~pl_pruning.pruning.graph.NetworkGraph` of the model
+are Torch-Pruning's: the :class:`~pl_pruning.structure.graph.NetworkGraph` of the model
 (traced once per architecture) gives the dependency group of each planned removal. This
 module adds what a pruning controller needs around it:
 
@@ -37,8 +37,8 @@ from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
 from pl_pruning.modes import autograd_on, eval_mode
 from pl_pruning.pruning.compensation import apply_compensation, plan_compensation
-from pl_pruning.pruning.graph import NetworkGraph, forward, out_fn, shape_of
-from pl_pruning.pruning.groups import PruningGroup, _Group, _Layout, check_plan, resolve_ignored
+from pl_pruning.structure.graph import NetworkGraph, forward, out_fn, shape_of
+from pl_pruning.structure.groups import PruningGroup, _Group, _Layout, check_plan, resolve_ignored
 
 __all__ = [
     "ParameterChange",
@@ -114,7 +114,7 @@ def pruning_groups(model: nn.Module, example_inputs: object,
 
     Groups feeding the network's output (the final classifier) and groups that contain
     an ignored layer are left out. The model is not changed; it is traced only if its
-    :class:`~pl_pruning.pruning.graph.NetworkGraph` is not cached already.
+    :class:`~pl_pruning.structure.graph.NetworkGraph` is not cached already.
 
     Args:
         model: the network, or a LightningModule (names then start with ``net.``).

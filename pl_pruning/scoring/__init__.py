@@ -4,7 +4,8 @@
   from histogram counts;
 * :mod:`~pl_pruning.scoring.criteria`: the criteria and their one registry
   (:func:`get_criterion`, :func:`register_criterion`, :data:`CRITERIA`);
-* :mod:`~pl_pruning.scoring.normalize`: the one score normalisation.
+* :mod:`~pl_pruning.scoring.normalize`: the one score normalisation;
+* :mod:`~pl_pruning.scoring.table`: every data criterion's raw value per filter, as CSV.
 """
 
 from pl_pruning.scoring.criteria import (

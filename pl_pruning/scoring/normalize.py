@@ -11,7 +11,7 @@ coupled groups) on one scale, so that filters can be ranked together.
 * ``"cost-aware"``: the per-layer score divided by the MACs that removing one filter of
   that layer saves (relative to the mean over the layers scored), i.e. score per MAC
   saved, so the global ranking prefers removing filters of expensive layers. The MACs
-  are an argument (:attr:`pl_pruning.pruning.graph.NetworkGraph.macs_per_filter`, or
+  are an argument (:attr:`pl_pruning.structure.graph.NetworkGraph.macs_per_filter`, or
   their sum over a coupled group's convolutions); they are never computed here.
 
 Inside one layer all three give the same order.

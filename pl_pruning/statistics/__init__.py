@@ -5,16 +5,13 @@
 * :mod:`~pl_pruning.statistics.states`: its state as torchmetrics ``Metric``s (DDP reductions
   declared);
 * :mod:`~pl_pruning.statistics.taps`: where a convolution's filters are read;
-* :mod:`~pl_pruning.statistics.batches`: inputs, labels and logits of a batch;
 * :mod:`~pl_pruning.statistics.result`: :class:`LayerStatistics`, :class:`CollectedStatistics`.
 """
 
-from pl_pruning.statistics.batches import example_input, inputs_from_batch, labels_from_batch
 from pl_pruning.statistics.collector import StatisticsCollector
 from pl_pruning.statistics.result import CollectedStatistics, LayerStatistics
 from pl_pruning.statistics.taps import TapPoint, conv_layers, plan_taps
 
 __all__ = [
-    "CollectedStatistics", "LayerStatistics", "StatisticsCollector", "TapPoint", "conv_layers",
-    "example_input", "inputs_from_batch", "labels_from_batch", "plan_taps",
+    "CollectedStatistics", "LayerStatistics", "StatisticsCollector", "TapPoint", "conv_layers", "plan_taps",
 ]

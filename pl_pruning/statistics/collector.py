@@ -38,14 +38,14 @@ import torch
 from torch import Tensor, nn
 
 from pl_pruning.errors import PlPruningError, choice_error
-from pl_pruning.statistics.batches import logits_of
 from pl_pruning.statistics.epoch import Epoch, check_labels, segments
 from pl_pruning.statistics.result import CollectedStatistics
 from pl_pruning.statistics.taps import TapPoint, conv_layers, no_conv_error, plan_taps
+from pl_pruning.structure.batches import logits_of
 from pl_pruning.validate import check_choice, check_int, check_names
 
 if TYPE_CHECKING:
-    from pl_pruning.pruning.graph import NetworkGraph
+    from pl_pruning.structure.graph import NetworkGraph
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +149,13 @@ class StatisticsCollector:
         return self._epoch.batches_seen if self._epoch is not None else 0
 
     def graph(self, example_inputs: Any = None) -> NetworkGraph:
-        """The model's :class:`~pl_pruning.pruning.graph.NetworkGraph` (traced once per
+        """The model's :class:`~pl_pruning.structure.graph.NetworkGraph` (traced once per
         architecture), with ``example_inputs`` or else the example given before.
 
         Raises:
             PlPruningError: no example input was ever given.
         """
-        from pl_pruning.pruning.graph import NetworkGraph
+        from pl_pruning.structure.graph import NetworkGraph
 
         example = example_inputs if example_inputs is not None else self.example_inputs
         if example is None:

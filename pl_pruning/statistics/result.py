@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-CSV_COLUMNS = ("layer", "filter", "entropy", "conditional_entropy", "mutual_information",
-               "normalized_conditional_entropy", "apoz", "mean_activation", "l1")
 
 
 @dataclass
@@ -97,36 +92,6 @@ class CollectedStatistics(Mapping[str, LayerStatistics]):
                 return False
         return True
 
-    def write_csv(self, path: str | Path, model: nn.Module | None = None) -> Path:
-        """One row per filter (:data:`CSV_COLUMNS`): entropies in nats, the share of H(A) the
-        class explains, APoZ, mean activation, and the filter's L1 norm from ``model`` (NaN
-        without it)."""
-        from pl_pruning.scoring.information import (
-            conditional_entropy_from_counts,
-            entropy_from_counts,
-            mutual_information_from_counts,
-            uncertainty_coefficient_from_counts,
-        )
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
-            for name, s in self.items():
-                columns = [
-                    entropy_from_counts(s.counts.to(torch.float64).sum(-1)),
-                    conditional_entropy_from_counts(s.counts),
-                    mutual_information_from_counts(s.counts), uncertainty_coefficient_from_counts(s.counts),
-                    s.zero_fraction, s.mean_activation,
-                ]
-                l1 = (model.get_submodule(name).weight.detach().abs().flatten(1).sum(1).cpu()
-                      if model is not None else torch.full((s.num_filters,), float("nan")))
-                for f in range(s.num_filters):
-                    writer.writerow([name, f, *(f"{float(c[f]):.8g}" for c in columns),
-                                     f"{float(l1[f]):.8g}"])
-        return path
-
     def to_state(self) -> dict[str, Any]:
         """Plain values for a checkpoint."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -137,4 +102,4 @@ class CollectedStatistics(Mapping[str, LayerStatistics]):
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
-__all__ = ["CSV_COLUMNS", "CollectedStatistics", "LayerStatistics"]
+__all__ = ["CollectedStatistics", "LayerStatistics"]

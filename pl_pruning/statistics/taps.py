@@ -5,7 +5,7 @@ convolution, where there are such, else the convolution's own output. "Follows" 
 single-consumer data flow, found by tracing the model with ``torch.fx``:
 
 1. start at the convolution's node; if its only consumer is the convolution's BatchNorm
-   (:attr:`~pl_pruning.pruning.graph.NetworkGraph.batchnorm_of`, called once per
+   (:attr:`~pl_pruning.structure.graph.NetworkGraph.batchnorm_of`, called once per
    forward), move to it;
 2. if the only consumer of where we are is an element-wise activation (a module such as
    ``nn.ReLU``, or a function such as ``F.relu``), the tap is after it.
@@ -110,7 +110,7 @@ def plan_taps(root: nn.Module, layers: list[str], batchnorm_of: Mapping[str, str
         root: the model.
         layers: names of ``nn.Conv2d`` modules of ``root``.
         batchnorm_of: ``{conv name: the BatchNorm that consumes its output}``, from
-            :class:`~pl_pruning.pruning.graph.NetworkGraph` of ``root``.
+            :class:`~pl_pruning.structure.graph.NetworkGraph` of ``root``.
     """
     plans: dict[str, TapPoint] = {}
     wanted = set(layers)

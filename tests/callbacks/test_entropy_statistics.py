@@ -412,7 +412,7 @@ def test_data_free_scores_after_setup_only():
 
 def test_cost_aware_uses_the_graphs_macs_per_filter():
     """The model has no example_input_array: the graph is traced with the first batch."""
-    from pl_pruning.pruning.graph import NetworkGraph
+    from pl_pruning.structure.graph import NetworkGraph
 
     stats = EntropyStatistics()
     model = digits_model()

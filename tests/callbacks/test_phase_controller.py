@@ -11,7 +11,7 @@ from pruning_helpers import trained_digits_classifier, trainer
 from torch import nn
 
 from pl_pruning import EntropyStatistics, MaxEntropyFreeze, PhaseController, PlPruningError
-from pl_pruning.pruning.graph import NetworkGraph
+from pl_pruning.structure.graph import NetworkGraph
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from option_a_resnet import ResNet20A  # noqa: E402
 
 from pl_pruning import EntropyStatistics, ImageClassifier, MaxEntropyFreeze, PhaseController  # noqa: E402
 from pl_pruning.data import SyntheticDataModule  # noqa: E402
-from pl_pruning.pruning.graph import NetworkGraph  # noqa: E402
+from pl_pruning.structure.graph import NetworkGraph  # noqa: E402
 
 # the stem conv and every block's second conv feed the residual stream
 STREAM = ["conv1"] + [f"layer{s}.{b}.conv2" for s in (1, 2, 3) for b in range(3)]

@@ -8,8 +8,11 @@ import torch
 from pl_pruning.errors import PlPruningError
 from pl_pruning.models import build_model
 from pl_pruning.pruning import planner
-from pl_pruning.pruning.graph import NetworkGraph
-from pl_pruning.pruning.groups import PruningGroup
+from pl_pruning.pruning.surgery import prune_filters
+from pl_pruning.scoring import get_criterion
+from pl_pruning.statistics import CollectedStatistics
+from pl_pruning.structure.graph import NetworkGraph
+from pl_pruning.structure.groups import PruningGroup
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +129,34 @@ def test_filter_scores_keep_original_indices():
     assert scores.cache["l1"]["conv"].tolist() == [7.0, 3.0, 2.0, 8.0]  # removed filters keep theirs
     scores.update({"l1": {"conv": torch.ones(5)}})  # another size: stale, ignored
     assert scores.current("l1")["conv"].tolist() == [7.0, 8.0]
+
+
+def _collected(net, seed=0):
+    """Statistics of every conv of ``net`` at its current channel counts (random histograms)."""
+    convs = [(n, m.out_channels) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    total = sum(c for _, c in convs)
+    gen = torch.Generator().manual_seed(seed)
+    offsets = [0]
+    for _, c in convs:
+        offsets.append(offsets[-1] + c)
+    return CollectedStatistics(
+        names=[n for n, _ in convs], channels=[c for _, c in convs], offsets=offsets,
+        counts=torch.randint(0, 5, (total, 4, 3), generator=gen), activation_sum=torch.rand(total, generator=gen,
+                                                                                            dtype=torch.float64),
+        zeros=torch.zeros(total, dtype=torch.float64), elements=torch.ones(total, dtype=torch.float64),
+        low=torch.zeros(total), high=torch.ones(total))
+
+
+def test_fresh_scores_read_collected_statistics_only_where_they_fit_the_network():
+    net = build_model("small_cnn", num_classes=10, in_channels=1)
+    stats = _collected(net)
+    fresh = planner.fresh_scores(["entropy", "l1"], stats, net)
+    assert set(fresh) == {"entropy", "l1", planner.MEAN_KEY}
+    for name in stats:
+        assert torch.equal(fresh["entropy"][name], get_criterion("entropy")(stats, [name], "none")[name])
+        assert torch.equal(fresh[planner.MEAN_KEY][name], stats[name].mean_activation)
+    first = stats.names[0]
+    prune_filters(net, {first: [0]}, torch.zeros(1, 1, 8, 8), compensate=False)
+    stale = planner.fresh_scores(["entropy", "l1"], stats, net)   # counted on the network before the cut
+    assert set(stale) == {"l1"} and stale["l1"][first].numel() == stats.channels[0] - 1
+    assert set(planner.fresh_scores(["entropy"], None, net)) == set()

@@ -11,9 +11,9 @@ import torch
 
 from pl_pruning.models import build_model
 from pl_pruning.pruning import planner
-from pl_pruning.pruning.graph import NetworkGraph
 from pl_pruning.pruning.run_state import Phase, RunState, StepRecord
 from pl_pruning.pruning.schedule import Network, Schedule, cosine_factor
+from pl_pruning.structure.graph import NetworkGraph
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stats_helpers import hand_made_data  # noqa: E402
 
 from pl_pruning import build_model  # noqa: E402
-from pl_pruning.pruning.graph import NetworkGraph  # noqa: E402
 from pl_pruning.statistics import StatisticsCollector, plan_taps  # noqa: E402
+from pl_pruning.structure.graph import NetworkGraph  # noqa: E402
 
 
 def taps_of(model: nn.Module, shape=(1, 3, 32, 32)):

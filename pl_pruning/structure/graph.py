@@ -38,7 +38,7 @@ from torch_pruning import ops
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
 from pl_pruning.modes import autograd_on
-from pl_pruning.pruning.groups import PRUNABLE_TYPES, PruningGroup, _Layout, resolve_ignored
+from pl_pruning.structure.groups import PRUNABLE_TYPES, PruningGroup, _Layout, resolve_ignored
 
 __all__ = ["NetworkGraph", "PruningGroup", "forward", "resolve_ignored", "shape_of"]
 

@@ -12,9 +12,9 @@ from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts, count_macs
 from pl_pruning.models import build_model
 from pl_pruning.module import ImageClassifier
-from pl_pruning.pruning.graph import NetworkGraph
 from pl_pruning.pruning.optimizer_state import restore_model
 from pl_pruning.pruning.surgery import prune_filters
+from pl_pruning.structure.graph import NetworkGraph
 
 
 def example(c: int = 3, size: int = 32) -> torch.Tensor:
