@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pl_pruning.cli.pruning_node import pruning_on
 from pl_pruning.errors import PlPruningError
-from pl_pruning.validate import check_int
+from pl_pruning.validate import check_int, is_int
 
 __all__ = ["check_run_config"]
 
@@ -36,7 +36,7 @@ def check_run_config(cfg: DictConfig) -> None:
     check_int("seed", cfg.get("seed"))
     if not cfg.model.get("checkpoint"):
         epochs = cfg.trainer.get("max_epochs")
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        if not is_int(epochs) or epochs < 1:
             raise PlPruningError(f"trainer.max_epochs must be an integer >= 1 to train the baseline, got {epochs!r} "
                                  "(to prune a trained network instead, give model.checkpoint=...)")
     pruning = cfg.get("pruning")

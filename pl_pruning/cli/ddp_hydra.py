@@ -21,6 +21,7 @@ that name is gone.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +36,12 @@ APP_CONFIG = ("pkg", "pl_pruning.conf")
 
 
 def quote(value: str) -> str:
-    """A value for a Hydra override, quoted so that any path parses."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A value for a Hydra override, quoted so that any path parses back to itself. Inside
+    quotes Hydra reads backslashes as escapes only in a run before a quote (the closing one
+    included): those runs are doubled and the quote escaped; other backslashes stay."""
+    escaped = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return '"' + escaped + '"'
 
 
 def child_command(local_rank: int) -> tuple[list[str], str]:

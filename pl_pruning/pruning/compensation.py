@@ -63,9 +63,9 @@ from torch import Tensor, nn
 from torch_pruning import ops
 
 from pl_pruning.errors import PlPruningError
+from pl_pruning.structure.groups import PRUNABLE_TYPES, kept_indices, out_size
 
-_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_WEIGHTED = PRUNABLE_TYPES
 
 
 @dataclass
@@ -76,10 +76,6 @@ class BiasUpdate:
     delta: Tensor
     target: str  # "bias", "running_mean" or "new_bias"
     batchnorm: nn.Module | None = None
-
-
-def _out_size(module: nn.Module) -> int:
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
 def check_channel_means(channel_means: Mapping[str, Tensor], names: Mapping[nn.Module, str]
@@ -94,9 +90,9 @@ def check_channel_means(channel_means: Mapping[str, Tensor], names: Mapping[nn.M
             raise PlPruningError(f"channel_means has an entry for {name!r}, which is not a Conv/Linear "
                                  f"layer of the model (layers are named like {layers})")
         means = torch.as_tensor(means).detach().reshape(-1).to("cpu", torch.float64)
-        if means.numel() != _out_size(module):
+        if means.numel() != out_size(module):
             raise PlPruningError(f"channel_means[{name!r}] has {means.numel()} values; the layer has "
-                                 f"{_out_size(module)} filters (means from before an earlier surgery?)")
+                                 f"{out_size(module)} filters (means from before an earlier surgery?)")
         if not torch.isfinite(means).all():
             raise PlPruningError(f"channel_means[{name!r}] holds NaN or infinite values")
         out[module] = means
@@ -126,11 +122,14 @@ def _nearest_producers(node, members: set) -> list[tuple[object, bool]]:
 
 
 def plan_compensation(graph, groups: list, channel_means: Mapping[str, Tensor],
-                      names: Mapping[nn.Module, str], result) -> list[BiasUpdate]:
+                      names: Mapping[nn.Module, str], batchnorm_of: Mapping[str, str],
+                      result) -> list[BiasUpdate]:
     """Deltas for every consumer of the removed channels, from the unpruned weights.
 
     ``groups`` are Torch-Pruning groups (with removal indices) of the traced ``graph``;
-    consumers that cannot be compensated are recorded in ``result.uncompensated``.
+    ``batchnorm_of`` is :attr:`NetworkGraph.batchnorm_of <pl_pruning.structure.graph.NetworkGraph.batchnorm_of>`
+    (the BatchNorm reading a layer's output); consumers that cannot be compensated are
+    recorded in ``result.uncompensated``.
     """
     means = check_channel_means(channel_means, names)
     order = {m: i for i, m in enumerate(names)}
@@ -179,14 +178,15 @@ def plan_compensation(graph, groups: list, channel_means: Mapping[str, Tensor],
             delta = w @ m
             deltas[consumer] = deltas.get(consumer, 0) + delta
     updates = []
+    modules = {n: m for m, n in names.items()}
     for consumer, delta in deltas.items():
         name = names[consumer]
         if consumer.bias is not None:
             updates.append(BiasUpdate(consumer, delta, "bias"))
         else:
-            node = graph.module2node[consumer]
-            follower = node.outputs[0].module if len(node.outputs) == 1 else None
-            if isinstance(follower, _BATCHNORMS) and follower.running_mean is not None:
+            only_reader = len(graph.module2node[consumer].outputs) == 1
+            follower = modules.get(batchnorm_of.get(name)) if only_reader else None
+            if follower is not None and follower.running_mean is not None:
                 updates.append(BiasUpdate(consumer, delta, "running_mean", follower))
             else:
                 updates.append(BiasUpdate(consumer, delta, "new_bias"))
@@ -195,11 +195,8 @@ def plan_compensation(graph, groups: list, channel_means: Mapping[str, Tensor],
 
 
 def _kept_rows(delta: Tensor, removed: list[int] | None) -> Tensor:
-    if not removed:
-        return delta
-    gone = set(removed)
-    keep = torch.tensor([i for i in range(delta.numel()) if i not in gone], dtype=torch.long)
-    return delta.index_select(0, keep)
+    keep = kept_indices(delta.numel(), removed)
+    return delta if keep is None else delta.index_select(0, keep)
 
 
 def apply_compensation(updates: list[BiasUpdate], removed: Mapping[str, list[int]],

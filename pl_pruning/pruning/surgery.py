@@ -26,7 +26,7 @@ filters of each coupled group together.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +38,15 @@ from pl_pruning.measure import channel_counts
 from pl_pruning.modes import autograd_on, eval_mode
 from pl_pruning.pruning.compensation import apply_compensation, plan_compensation
 from pl_pruning.structure.graph import NetworkGraph, forward, out_fn, shape_of
-from pl_pruning.structure.groups import PruningGroup, _Group, _Layout, check_plan, resolve_ignored
+from pl_pruning.structure.groups import (
+    PruningGroup,
+    _Group,
+    _Layout,
+    check_plan,
+    kept_indices,
+    resolve_ignored,
+)
+from pl_pruning.validate import check_int
 
 __all__ = [
     "ParameterChange",
@@ -160,13 +168,6 @@ def _restore(snapshot: list[tuple]) -> None:
             setattr(m, a, v)
 
 
-def _kept(size: int, removed: Sequence[int] | None) -> Tensor | None:
-    if not removed:
-        return None
-    gone = set(removed)
-    return torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)
-
-
 def prune_filters(model: nn.Module, plan: Mapping[str, Iterable[int]], example_inputs: object, *,
                   ignored_layers: Iterable[str | nn.Module] = (), min_channels: int = 1,
                   round_to: int | None = None,
@@ -221,11 +222,8 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Iterable[int]], example_i
         result.removed["features.1"]  # the BatchNorm after features.0: [1, 5]
     """
     start = time.perf_counter()
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-        raise PlPruningError(f"min_channels must be an integer >= 1, got {min_channels!r}")
-    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int)
-                                 or round_to < 1):
-        raise PlPruningError(f"round_to must be an integer >= 1 or None, got {round_to!r}")
+    check_int("min_channels", min_channels, 1)
+    check_int("round_to", round_to, 1, optional=True)
     modules = dict(model.named_modules())
     resolve_ignored(model, ignored_layers)  # a bad entry fails even when the plan is empty
     clean_plan = check_plan(plan, modules)  # names and ranges first: cheap, no tracing
@@ -247,7 +245,7 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Iterable[int]], example_i
             _check_group(dg, layout, g, group, min_channels)
         updates = []
         if compensate and channel_means:
-            updates = plan_compensation(dg, validated, channel_means, layout.names, result)
+            updates = plan_compensation(dg, validated, channel_means, layout.names, net.batchnorm_of, result)
         _record_removed(dg, layout, steps, validated, result)
 
         old_params = dict(model.named_parameters())
@@ -269,10 +267,10 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Iterable[int]], example_i
         if old is p:
             continue
         module_name = name.rpartition(".")[0]
-        kept0 = _kept(old.shape[0], result.removed.get(module_name)) if old is not None else None
+        kept0 = kept_indices(old.shape[0], result.removed.get(module_name)) if old is not None else None
         kept1 = None
         if old is not None and old.dim() > 1 and old.shape[1] != p.shape[1]:
-            kept1 = _kept(old.shape[1], result.removed_inputs.get(module_name))
+            kept1 = kept_indices(old.shape[1], result.removed_inputs.get(module_name))
         result.parameter_changes[name] = ParameterChange(old, p, (kept0, kept1))
     result.seconds = time.perf_counter() - start
     return result

@@ -113,9 +113,8 @@ class _Trace:
         def on_output(module: nn.Module, args: tuple, output: object) -> None:
             if isinstance(output, Tensor) and args and isinstance(args[0], Tensor):
                 self.shapes.setdefault(module, (tuple(args[0].shape), tuple(output.shape)))
-                if isinstance(module, _CONVS):
-                    made[id(output)] = self.names[module]
-                    alive.append(output)
+                made[id(output)] = self.names[module]  # a Conv's or Linear's output
+                alive.append(output)
 
         def on_batchnorm(module: nn.Module, args: tuple) -> None:
             conv = made.get(id(args[0])) if args else None
@@ -201,7 +200,8 @@ class NetworkGraph:
     for a LightningModule whose network is ``.net``).
 
     Attributes:
-        batchnorm_of: conv name -> the BatchNorm that directly consumes its output.
+        batchnorm_of: Conv (or Linear) name -> the BatchNorm that directly consumes its output:
+            THE lookup of a layer's BatchNorm (taps, the freeze, bias compensation).
         consumers: conv name -> the Conv/Linear layers that read its channels directly
             (through BatchNorm, activations, pooling, flatten or concatenation; not through
             a residual addition, where they read a sum) and lose input channels with it.

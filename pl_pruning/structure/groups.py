@@ -15,13 +15,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 from torch_pruning import ops
 
 from pl_pruning.errors import PlPruningError
 
-__all__ = ["PRUNABLE_TYPES", "PruningGroup", "check_plan", "resolve_ignored"]
+__all__ = ["PRUNABLE_TYPES", "PruningGroup", "check_plan", "kept_indices", "out_size", "resolve_ignored"]
 
 # Layers whose outputs are "filters" a plan may name.
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -86,8 +87,18 @@ def resolve_ignored(model: nn.Module, ignored_layers: Iterable[str | nn.Module])
 # --------------------------------------------------------------------------- groups
 
 
-def _out_size(module: nn.Module) -> int:
+def out_size(module: nn.Module) -> int:
+    """The outputs (filters, features) of a Conv or Linear layer."""
     return module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else module.out_features
+
+
+def kept_indices(size: int, removed: Iterable[int] | None) -> Tensor | None:
+    """The indices of ``range(size)`` a removal of ``removed`` keeps, in order (``None``
+    when nothing was removed)."""
+    if not removed:
+        return None
+    gone = set(removed)
+    return torch.tensor([i for i in range(size) if i not in gone], dtype=torch.long)
 
 
 @dataclass
@@ -135,7 +146,7 @@ class _Layout:
             if not members:
                 continue
             channels = len(group[0].idxs)
-            odd = [names[m] for m in members if _out_size(m) != channels]
+            odd = [names[m] for m in members if out_size(m) != channels]
             if odd and fixed is None:
                 # The graph coupled layers whose widths differ: their channels meet through
                 # an operation it cannot see (an option-A zero-padding shortcut, a reshape).
