@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import statistics
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from pl_pruning.modes import eval_mode
-from pl_pruning.validate import check_int
+from pl_pruning.validate import check_choice, check_int
 
 
 @dataclass
@@ -62,13 +62,7 @@ def count_params(model: nn.Module) -> int:
 def measure_latency(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
                     min_run_time: float = 0.5) -> float:
     """Median milliseconds per forward pass of the whole batch, in eval mode, no grad."""
-    net = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        net(example_inputs)  # warm-up (allocator, kernels)
-        timer = benchmark.Timer(stmt="net(x)", globals={"net": net, "x": example_inputs},
-                                num_threads=num_threads)
-        result = timer.blocked_autorange(min_run_time=min_run_time)
-    return result.median * 1e3
+    return interleaved_latency([model], example_inputs, "eager", num_threads, min_run_time, rounds=1)[0]
 
 
 def channel_counts(model: nn.Module, convs_only: bool = False) -> dict[str, int]:
@@ -84,6 +78,9 @@ def channel_counts(model: nn.Module, convs_only: bool = False) -> dict[str, int]
     return out
 
 
+RUNTIMES = ("eager", "onnxruntime")  # where a latency is measured: eager PyTorch, ONNX Runtime (CPU)
+
+
 def _onnx_runner(model: nn.Module, example_inputs: Tensor, num_threads: int,
                  folder: Path) -> Callable[[], object]:
     """A no-argument call that runs ``model`` exported to ONNX in ONNX Runtime."""
@@ -96,10 +93,78 @@ def _onnx_runner(model: nn.Module, example_inputs: Tensor, num_threads: int,
     return lambda: session.run(None, feed)
 
 
-def _time(fn: Callable[[], object], num_threads: int, min_run_time: float) -> float:
-    """Median seconds of ``fn()``, ``torch.utils.benchmark`` style."""
+def _eager_runner(model: nn.Module, example_inputs: Tensor) -> Callable[[], object]:
+    """A no-argument call that runs a copy of ``model`` in eval mode without autograd."""
+    net = copy.deepcopy(model).eval()
+    x = example_inputs.to(next(net.parameters()).device)
+
+    def run() -> object:
+        with torch.no_grad():
+            return net(x)
+    return run
+
+
+def _time(fn: Callable[[], object], num_threads: int, min_run_time: float, statistic: str = "median") -> float:
+    """Median (or fastest) seconds of ``fn()``, ``torch.utils.benchmark`` style."""
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=num_threads)
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+    result = timer.blocked_autorange(min_run_time=min_run_time)
+    return result.median if statistic == "median" else min(result.times)
+
+
+def interleaved_latency(models: Sequence[nn.Module], example_inputs: Tensor, runtime: str = "eager",
+                        num_threads: int = 1, min_run_time: float = 0.5, rounds: int = 3,
+                        statistic: str = "median") -> list[float]:
+    """Milliseconds per batch of each of ``models`` on ``runtime``, timed interleaved:
+    ``rounds`` times each model in turn, each time for ``min_run_time / rounds`` seconds at
+    least, so that a busy machine slows them all alike; the median over rounds, or with
+    ``statistic="min"`` the fastest run (what the network costs when nothing else runs: on a
+    shared machine other jobs only ever add time).
+
+    Args:
+        models: networks taking ``example_inputs`` (not changed: copies are timed).
+        example_inputs: the batch (its size is the batch size timed).
+        runtime: ``"eager"`` (PyTorch, eval mode, no grad) or ``"onnxruntime"`` (CPU, the
+            model exported to a temporary folder first; needs the ``onnx`` extra).
+        num_threads: torch threads (ONNX Runtime: intra-op threads) while timing.
+        min_run_time: seconds of timing per model, at least.
+        rounds: interleaved rounds, >= 1.
+        statistic: ``"median"`` or ``"min"``.
+
+    Raises:
+        PlPruningError: an unknown ``runtime`` or ``statistic``, ``rounds < 1`` or ``num_threads < 1``.
+    """
+    check_choice("runtime", runtime, RUNTIMES)
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = [latency_runner(m, example_inputs, runtime, num_threads, Path(tmp)) for m in models]
+        return time_runners(runners, num_threads, min_run_time, rounds, statistic)
+
+
+def latency_runner(model: nn.Module, example_inputs: Tensor, runtime: str, num_threads: int,
+                   folder: Path) -> Callable[[], object]:
+    """A no-argument call that runs ``model`` on ``example_inputs`` in ``runtime`` (a copy in
+    eval mode without autograd, or the model exported to ``folder`` and loaded in ONNX
+    Runtime: the session keeps it, the file may go)."""
+    check_choice("runtime", runtime, RUNTIMES)
+    if runtime == "eager":
+        return _eager_runner(model, example_inputs)
+    return _onnx_runner(model, example_inputs, num_threads, folder)
+
+
+def time_runners(runners: Sequence[Callable[[], object]], num_threads: int = 1, min_run_time: float = 0.5,
+                 rounds: int = 3, statistic: str = "median") -> list[float]:
+    """Milliseconds of each runner (:func:`latency_runner`), timed interleaved as
+    :func:`interleaved_latency` says."""
+    check_choice("statistic", statistic, ("median", "min"))
+    check_int("rounds", rounds, 1)
+    check_int("num_threads", num_threads, 1)
+    for fn in runners:
+        fn()  # warm-up (allocator, kernels)
+    samples: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for i, fn in enumerate(runners):
+            samples[i].append(_time(fn, num_threads, min_run_time / rounds, statistic))
+    pick = statistics.median if statistic == "median" else min
+    return [pick(t) * 1e3 for t in samples]
 
 
 def measure_onnx_latency(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
@@ -108,10 +173,7 @@ def measure_onnx_latency(model: nn.Module, example_inputs: Tensor, num_threads: 
 
     The model is exported to a temporary file first (see :func:`pl_pruning.export.export_onnx`).
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        run = _onnx_runner(model, example_inputs, num_threads, Path(tmp))
-        run()  # warm-up
-        return _time(run, num_threads, min_run_time) * 1e3
+    return interleaved_latency([model], example_inputs, "onnxruntime", num_threads, min_run_time, rounds=1)[0]
 
 
 def measure_cost(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
@@ -225,33 +287,11 @@ def compare(before: nn.Module, after: nn.Module, example_inputs: Tensor, num_thr
     check_int("rounds", rounds, 1)
     costs = [measure_cost(m, example_inputs, num_threads, latency=False, per_layer=True)
              for m in (before, after)]
-    if latency:
-        runners: dict[str, list[Callable[[], object]]] = {}
-        nets = [copy.deepcopy(m).eval() for m in (before, after)]
-        xs = [example_inputs.to(next(n.parameters()).device) for n in nets]
-
-        def eager(net: nn.Module, x: Tensor) -> Callable[[], object]:
-            def run() -> object:
-                with torch.no_grad():
-                    return net(x)
-            return run
-
-        runners["latency_ms"] = [eager(n, x) for n, x in zip(nets, xs, strict=True)]
-        with tempfile.TemporaryDirectory() as tmp:
-            if onnx:
-                runners["onnx_latency_ms"] = [_onnx_runner(n, example_inputs, num_threads, Path(tmp))
-                                              for n in nets]
-            samples: dict[str, list[list[float]]] = {k: [[], []] for k in runners}
-            for fns in runners.values():
-                for fn in fns:
-                    fn()  # warm-up
-            for _ in range(rounds):
-                for key, fns in runners.items():
-                    for i, fn in enumerate(fns):
-                        samples[key][i].append(_time(fn, num_threads, min_run_time / rounds))
-        for key, per_model in samples.items():
-            for cost, times in zip(costs, per_model, strict=True):
-                setattr(cost, key, statistics.median(times) * 1e3)
+    for runtime, key, wanted in (("eager", "latency_ms", latency), ("onnxruntime", "onnx_latency_ms", latency and onnx)):
+        if wanted:
+            for cost, ms in zip(costs, interleaved_latency((before, after), example_inputs, runtime, num_threads,
+                                                           min_run_time, rounds), strict=True):
+                setattr(cost, key, ms)
     b, a = costs
     after_channels = a.channels or {}
     layers = [(n, c, after_channels.get(n)) for n, c in (b.channels or {}).items()]

@@ -26,13 +26,23 @@ def log_record(trainer: L.Trainer, record: Any, monitor: str) -> None:
         rank_zero_info(f"[PhaseController] {record.describe(monitor)}")
 
 
-def write_report(trainer: L.Trainer, report: dict[str, Any], folder: str | None) -> None:
+def write_report(trainer: L.Trainer, report: dict[str, Any], folder: str | None,
+                 latency_table: dict[str, Any] | None = None) -> None:
     """The controller's report (JSON, markdown, PNG) into ``folder`` (default: the
-    Trainer's ``default_root_dir``), on rank 0."""
+    Trainer's ``default_root_dir``), on rank 0, with the run's latency table (JSON and
+    markdown) when it had one."""
     if trainer.is_global_zero:
+        from pl_pruning.pruning.latency import LatencyTable
         from pl_pruning.reports.pruning_report import write_pruning_report
 
         paths = write_pruning_report(report, Path(folder or trainer.default_root_dir))
+        if latency_table is not None:
+            from pl_pruning.files import write_text_atomic
+
+            table = LatencyTable.from_dict(latency_table)
+            paths.append(table.save(Path(folder or trainer.default_root_dir) / "latency_table.json"))
+            paths.append(paths[-1].with_suffix(".md"))
+            write_text_atomic(paths[-1], table.to_markdown())
         rank_zero_info(f"[PhaseController] report: {', '.join(str(p) for p in paths)}")
 
 

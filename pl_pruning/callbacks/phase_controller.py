@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -19,6 +19,7 @@ from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
 from pl_pruning.pruning import optimizer_state, run_state
+from pl_pruning.pruning.latency import LatencyModel, LatencyTable
 from pl_pruning.pruning.planner import MEAN_KEY
 from pl_pruning.pruning.pruner import Pruner
 from pl_pruning.pruning.run_state import Phase, RunState, StepRecord
@@ -89,10 +90,23 @@ class PhaseController(Callback):
             ``by_macs``, ``front_to_back``, ``back_to_front`` or one registered with
             :func:`~pl_pruning.pruning.planner.register_layer_order`).
         target_macs: stop at these MACs per sample (``<= 1``: a fraction of the baseline's).
+        target_latency: stop at this latency on the ``latency`` runtime instead, in one of two
+            explicit forms: ``"25ms"`` (milliseconds per batch) or ``"40%"`` (of the baseline's
+            latency measured there); steps are then sized in milliseconds saved
+            (:mod:`pl_pruning.pruning.latency`). Not with ``target_macs``.
+        latency: where latency is measured, for ``target_latency``, ``normalize="latency-aware"``
+            and ``round_to="auto"`` (without one of them, or a ``table``, nothing is measured): ``runtime`` (``eager`` or ``onnxruntime``, on the CPU),
+            ``batch_size`` (64), ``num_threads`` (1), ``min_run_time``, ``rounds``; ``table``: a
+            saved :class:`~pl_pruning.pruning.latency.LatencyTable` to use instead of measuring
+            on this machine (its predictions only), ``save_table``: where to save the one
+            measured here. The table is measured at the start of the fit (rank 0) and every
+            network cut is timed on it, so the report shows the prediction's error.
         max_steps: at most this many surgeries (``max_epochs`` is a budget too: no step
             starts unless its fine-tuning and the final fine-tune still fit).
         compensate, ignored_layers, min_channels, round_to: the surgery's settings, as in
-            :class:`~pl_pruning.pruning.pruner.Pruner` (bias compensation, layers never pruned, ...).
+            :class:`~pl_pruning.pruning.pruner.Pruner` (bias compensation, layers never pruned, ...);
+            ``round_to="auto"``: the multiple the latency table measured to pay on its runtime
+            (None when none did).
         report_dir: where the report goes (default ``trainer.default_root_dir``).
 
     Raises:
@@ -118,18 +132,23 @@ class PhaseController(Callback):
                  mode: str = "max",
                  normalize: str = "per-layer", layer_order: str = "by_score", target_macs: float | None = None,
                  max_steps: int | None = None, compensate: bool = True, ignored_layers: Iterable[str] = (),
-                 min_channels: int = 1, round_to: int | None = None, report_dir: str | None = None) -> None:
+                 min_channels: int = 1, round_to: int | str | None = None, report_dir: str | None = None,
+                 target_latency: str | None = None, latency: Mapping[str, Any] | None = None) -> None:
         self.criterion_name = get_criterion(criterion).name  # validates the name
         self.monitor, self.report_dir = monitor, report_dir
         self.finetune_schedule = check_choice("finetune_schedule", finetune_schedule, ("cosine", "constant"))
         self.step_lr = check_number("step_lr", step_lr, 0, high=1, low_open=True)
+        auto_round = round_to == "auto"
+        round_to = None if auto_round else round_to
         self.schedule = Schedule(  # the decision rule holds (and checks) the other settings
             phases=[phases] if isinstance(phases, str) else list(phases), global_step=global_step,
             layer_step=layer_step, min_step=min_step, max_drop=max_drop, finetune_epochs=finetune_epochs,
             final_epochs=final_epochs, mode=mode, normalize=normalize, layer_order=layer_order,
             target_macs=target_macs, max_steps=max_steps, min_channels=min_channels, round_to=round_to,
             grow=grow, max_step=max_step, recheck=recheck, screen=screen, screen_drop=screen_drop,
-            fill_budget=fill_budget, reference=reference)
+            fill_budget=fill_budget, reference=reference, target_latency=target_latency)
+        self.latency_settings = self._latency_settings(latency, auto_round)
+        self.latency_model: LatencyModel | None = None
         if "global" not in self.schedule.phases and self.schedule.normalize != "per-layer":
             rank_zero_warn(f"[PhaseController] normalize={normalize!r} has no effect: it puts the layers' "
                            f"scores on one scale for the global phase's ranking, and phases="
@@ -151,6 +170,17 @@ class PhaseController(Callback):
         if schedule is not None and name in _SETTINGS:
             return getattr(schedule, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _latency_settings(self, latency: Mapping[str, Any] | None, auto_round: bool) -> dict[str, Any] | None:
+        """The latency model's settings, checked; None when nothing asks for latency."""
+        if latency is not None and not isinstance(latency, Mapping):
+            raise PlPruningError(f"latency must be a mapping of settings (runtime, batch_size, num_threads, ...), "
+                                 f"got {latency!r}")
+        settings = dict(latency or {})
+        _, files = LatencyModel.split(settings)  # a bad setting fails now
+        wanted = (auto_round or self.schedule.target_latency is not None or any(files.values())
+                  or self.schedule.normalize == "latency-aware")
+        return {**settings, "auto_round": auto_round} if wanted else None
 
     ignored_layers = property(lambda self: self.pruner.ignored_layers)
     compensate = property(lambda self: self.pruner.compensate)
@@ -215,6 +245,8 @@ class PhaseController(Callback):
         if self._sets_lr and trainer.lr_scheduler_configs:
             rank_zero_warn("[PhaseController] the module configures an LR scheduler: it sets the fine-tuning "
                            "learning rate (finetune_schedule='cosine' and step_lr are left out)")
+        if self.latency_settings is not None and self.latency_model is None:
+            self._build_latency_model(trainer, pl_module)
         if run.phase is Phase.BASELINE and trainer.global_step == 0:
             self._before_training = True  # the baseline is the network given, before any epoch
             try:
@@ -234,6 +266,34 @@ class PhaseController(Callback):
             factor *= cosine_factor(self.run.epochs_since_surgery, batch_idx,
                                     trainer.num_training_batches, self.schedule.window(self.run))
         loops.scale_learning_rates(trainer, self.run.base_lrs, factor)
+
+    def _build_latency_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Rank 0 measures the latency table (or loads it; a resumed run takes its own from the
+        checkpoint and times against its accepted network); every rank gets the table, and
+        with ``round_to="auto"`` the multiple it chose."""
+        settings = {k: v for k, v in self.latency_settings.items() if k != "auto_round"}
+        table, model = self.run.latency_table, None
+        if trainer.is_global_zero:
+            if table is None:
+                rank_zero_info("[PhaseController] measuring the latency table ...")
+                model = LatencyModel.build(pl_module, settings, self.ignored_layers)
+                table = model.table.to_dict()
+                rank_zero_info(f"[PhaseController] latency table measured in {model.table.fit_s:.0f} s: "
+                               f"{model.table.reference_ms:.2f} ms per batch on {model.runtime.name}")
+            else:
+                accepted = self.run.accepted["record"].get("latency_ms") if self.run.accepted else None
+                here = accepted is not None and not settings.get("table")
+                model = LatencyModel(LatencyTable.from_dict(table), pl_module if here else None, accepted)
+        table = trainer.strategy.broadcast(table, src=0)
+        self.run.latency_table = table
+        self.latency_model = model or LatencyModel(LatencyTable.from_dict(table))
+        if self.latency_settings["auto_round"]:
+            self.schedule.round_to = self.pruner.round_to = table["round_to"].get("chosen")
+
+    def _latency_now(self, pl_module: L.LightningModule) -> tuple[float | None, float]:
+        """The network's latency as it is: timed (None with a table of another machine), predicted."""
+        model = self.latency_model
+        return model.measure(pl_module), model.table.predict(self.pruner.graph(pl_module))
 
     @property
     def _sets_lr(self) -> bool:
@@ -259,6 +319,9 @@ class PhaseController(Callback):
             net = Network(lambda: self.pruner.scored(pl_module, self.current_scores()),
                           lambda: self.pruner.cost(pl_module),
                           lambda: self._restore_accepted(pl_module, mark=True), screen)
+            if self.latency_model is not None:
+                net.latency = lambda: self._latency_now(pl_module)
+                net.latency_per_filter = self.latency_model.table.per_filter
             done = 0 if self._before_training else trainer.current_epoch + 1
             decision = self.schedule.decide(self.run, metric, net, done, trainer.max_epochs)
         self._apply(trainer, pl_module, trainer.strategy.broadcast(decision, src=0))
@@ -283,6 +346,8 @@ class PhaseController(Callback):
             run.pending = None
             if d.judged.phase == Phase.BASELINE.value:
                 run.baseline_cost = {"macs": d.judged.macs, "params": d.judged.params}
+                if d.judged.latency is not None:
+                    run.baseline_cost["latency_ms"] = d.judged.latency
                 run.baseline_channels = channel_counts(pl_module, convs_only=True)
             if d.judged.accepted:
                 run.accepted = {**self.pruner.snapshot(pl_module, trainer.optimizers, run.scores),
@@ -314,8 +379,11 @@ class PhaseController(Callback):
             rank_zero_warn(f"[PhaseController] the final network's {self.monitor}={metric:.4f} misses max_drop; "
                            "it is kept: the last accepted network did no better")
         run.final_metric = metric
-        self._record(trainer, StepRecord(Phase.FINAL.value, None, 0.0, *self.pruner.cost(pl_module), metric=metric,
-                                         drop=run.final_check["drop"], accepted=run.final_check["within_max_drop"]))
+        final = StepRecord(Phase.FINAL.value, None, 0.0, *self.pruner.cost(pl_module), metric=metric,
+                           drop=run.final_check["drop"], accepted=run.final_check["within_max_drop"])
+        if self.latency_model is not None and trainer.is_global_zero:
+            final.latency_ms, final.predicted_latency_ms = self._latency_now(pl_module)
+        self._record(trainer, final)
         run.phase = Phase.DONE
         trainer.should_stop = True
         self._write_report(trainer, pl_module)
@@ -325,6 +393,8 @@ class PhaseController(Callback):
     def _prune(self, trainer: L.Trainer, pl_module: L.LightningModule, d: Decision) -> None:
         run, (phase, layer, step) = self.run, d.planned
         carried = optimizer_state.capture(trainer.optimizers, [c.scheduler for c in trainer.lr_scheduler_configs])
+        timed = self.latency_model is not None and trainer.is_global_zero
+        before = self.latency_model.table.predict(self.pruner.graph(pl_module)) if timed else None
         result = self.pruner.cut(pl_module, d.plan, run.scores)
         self._statistics_stale()
         optimizer_state.rebuild(trainer, pl_module, carried, result.parameter_changes)
@@ -333,6 +403,11 @@ class PhaseController(Callback):
         run.pending = StepRecord(phase, layer, step, *self.pruner.cost(pl_module),
                                  removed=int(result.filters_removed), surgery_s=round(result.seconds, 4),
                                  epoch=trainer.current_epoch, screened_out=d.screened_out)
+        if timed:  # the prediction anchored on the network it was cut from (timed then), then timed itself
+            measured, predicted = self._latency_now(pl_module)
+            anchor = StepRecord(**run.accepted["record"]).latency if run.accepted else None
+            run.pending.predicted_latency_ms = predicted if anchor is None else anchor + predicted - before
+            run.pending.latency_ms = measured
 
     def _restore_accepted(self, pl_module: L.LightningModule, mark: bool = False) -> None:
         self._restored = mark  # rank 0 restores while deciding; the others when applying
@@ -352,13 +427,22 @@ class PhaseController(Callback):
 
     def report(self) -> dict[str, Any]:
         """The run's summary: baseline, final network, reductions and every step."""
+        latency = {}
+        if self.schedule.target_latency is not None:
+            base = (self.run.baseline_cost or {}).get("latency_ms")
+            latency = {"target_latency": str(self.schedule.target_latency),
+                       "target_latency_ms": self.schedule.target_latency.in_ms(base) if base else None}
+        if self.run.latency_table is not None:
+            rt = self.run.latency_table["runtime"]
+            latency["latency_runtime"] = {k: rt[k] for k in ("name", "batch_size", "num_threads")}
         return run_state.summarize(self.run, monitor=self.monitor, mode=self.schedule.mode,
                                    criterion=self.criterion_name, phases=self.schedule.phases,
-                                   max_drop=self.schedule.max_drop, target_macs=self.schedule.target_macs)
+                                   max_drop=self.schedule.max_drop, target_macs=self.schedule.target_macs, **latency)
 
     def _write_report(self, trainer: L.Trainer, pl_module: L.LightningModule, interrupted: bool = False) -> None:
         channels = {"before": self.run.baseline_channels, "after": channel_counts(pl_module, convs_only=True)}
-        write_report(trainer, {**self.report(), "interrupted": interrupted, "channels": channels}, self.report_dir)
+        write_report(trainer, {**self.report(), "interrupted": interrupted, "channels": channels}, self.report_dir,
+                     latency_table=self.run.latency_table)
 
     def state_dict(self) -> dict[str, Any]:
         return {**run_state.run_state_dict(self.run), "tracked": sorted(self._tracked)}

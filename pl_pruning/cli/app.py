@@ -139,7 +139,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = _instantiate(cfg.data)
     classifier = build_classifier(cfg, datamodule)
     # Built before any training, so that a bad pruning option fails at once.
-    pruners = pruning_callbacks(cfg.get("pruning"))
+    pruners = pruning_callbacks(cfg.get("pruning"), cfg.get("measure"))
     objective = Objective.from_config(cfg.get("objective"))
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
                                       logger=_instantiate_all(cfg.get("logger")) or False)

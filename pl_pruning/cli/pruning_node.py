@@ -22,14 +22,20 @@ def pruning_on(node: DictConfig | None) -> bool:
     return bool(node) and all(name in node for name in PRUNING_CALLBACKS)
 
 
-def pruning_callbacks(node: DictConfig | None) -> list[Any]:
+def pruning_callbacks(node: DictConfig | None, measure: DictConfig | None = None) -> list[Any]:
     """EntropyStatistics, PhaseController, MaxEntropyFreeze and Distillation from the
     ``pruning`` node, each given its node's keys as arguments; a node set to ``null`` or
     ``false`` is left out (``true``: the class with its defaults). Empty for ``pruning=none``,
-    whose node holds none of the four (an experiment's pruning settings are then ignored)."""
+    whose node holds none of the four (an experiment's pruning settings are then ignored).
+    The controller's latency runtime takes its batch size and threads from ``measure`` (the
+    app's ``measure`` node) unless ``pruning.controller.latency`` sets them."""
     if not pruning_on(node):
         return []
     settings = OmegaConf.to_container(node, resolve=True)
+    controller = settings.get("controller")
+    if measure is not None and isinstance(controller, dict) and isinstance(controller.get("latency") or {}, dict):
+        controller["latency"] = {"batch_size": measure.batch_size, "num_threads": measure.num_threads,
+                                 **(controller.get("latency") or {})}
     callbacks = []
     for name, cls in PRUNING_CALLBACKS.items():
         arguments = settings.get(name)

@@ -133,17 +133,26 @@ def score_groups(groups: Sequence[PruningGroup], scores: Mapping[str, Tensor]) -
     return out
 
 
-def group_costs(scored: Scored, graph: NetworkGraph) -> list[float]:
-    """MACs one filter of each group costs: the sum of ``graph.macs_per_filter`` over its convs."""
-    return [sum(graph.macs_per_filter.get(c, 0.0) for c in g.convs) or 1.0 for g, _ in scored]
+def group_costs(scored: Scored, graph: NetworkGraph, per_filter: Mapping[str, float] | None = None) -> list[float]:
+    """What one filter of each group costs: the sum over its convs of ``graph.macs_per_filter``
+    (MACs), or of ``per_filter`` when given (such as milliseconds on a runtime,
+    :meth:`~pl_pruning.pruning.latency.LatencyTable.per_filter`)."""
+    cost = graph.macs_per_filter if per_filter is None else per_filter
+    return [sum(cost.get(c, 0.0) for c in g.convs) or 1.0 for g, _ in scored]
 
 
-def normalised(scored: Scored, normalize: str, graph: NetworkGraph) -> list[Tensor]:
+def normalised(scored: Scored, normalize: str, graph: NetworkGraph,
+               latency_per_filter: Mapping[str, float] | None = None) -> list[Tensor]:
     """Group scores on one scale for a global ranking (:func:`~pl_pruning.scoring.normalize_scores`,
-    the cost of a group's filter being :func:`group_costs`)."""
+    the cost of a group's filter being :func:`group_costs`: MACs for ``"cost-aware"``,
+    ``latency_per_filter`` for ``"latency-aware"``)."""
     scores = {g.root: s for g, s in scored}
-    costs = dict(zip(scores, group_costs(scored, graph), strict=True)) if normalize == "cost-aware" else None
-    out = normalize_scores(scores, normalize, costs)
+    costs = latency = None
+    if normalize == "cost-aware":
+        costs = dict(zip(scores, group_costs(scored, graph), strict=True))
+    elif normalize == "latency-aware" and latency_per_filter is not None:
+        latency = dict(zip(scores, group_costs(scored, graph, latency_per_filter), strict=True))
+    out = normalize_scores(scores, normalize, costs, latency)
     return [out[g.root] for g, _ in scored]
 
 
@@ -151,31 +160,39 @@ def normalised(scored: Scored, normalize: str, graph: NetworkGraph) -> list[Tens
 
 
 def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: str = "per-layer",
-                min_channels: int = 1, macs: float | None = None) -> dict[str, list[int]]:
+                min_channels: int = 1, macs: float | None = None, latency_ms: float | None = None,
+                latency_per_filter: Mapping[str, float] | None = None) -> dict[str, list[int]]:
     """Phase I: the lowest-ranked filters of all groups, ranked together.
 
     How many: with ``macs``, the fewest filters whose removal saves at least ``macs`` MACs
-    per sample (a filter of a group saves :func:`group_costs`); without, the ``step`` share
-    of all group filters. Every group keeps at least ``min_channels``; ties go to the
-    earlier group and filter.
+    per sample (a filter of a group saves :func:`group_costs`); with ``latency_ms``, the
+    fewest that save that many milliseconds, a filter of a layer saving
+    ``latency_per_filter`` (needed then, and by ``normalize="latency-aware"``); without
+    either, the ``step`` share of all group filters. Every group keeps at least
+    ``min_channels``; ties go to the earlier group and filter.
     """
+    if latency_ms is not None and latency_per_filter is None:
+        raise PlPruningError("global_plan(latency_ms=...) needs latency_per_filter (ms per filter by layer)")
+    budget = macs if latency_ms is None else latency_ms
     total = sum(g.channels for g, _ in scored)
-    k = total if macs is not None else int(step * total)
-    if not scored or k < 1 or (macs is not None and macs <= 0):
+    k = total if budget is not None else int(step * total)
+    if not scored or k < 1 or (budget is not None and budget <= 0):
         return {}
-    candidates = sorted((v, group.root, i) for (group, _), s in zip(scored, normalised(scored, normalize, graph),
+    candidates = sorted((v, group.root, i) for (group, _), s in zip(scored, normalised(scored, normalize, graph,
+                                                                                      latency_per_filter),
                                                                      strict=True)
                         for i, v in enumerate(s.tolist()))
-    cost = dict(zip((g.root for g, _ in scored), group_costs(scored, graph), strict=True))
-    budget = {g.root: g.channels - min_channels for g, _ in scored}
+    unit = None if latency_ms is None else latency_per_filter
+    cost = dict(zip((g.root for g, _ in scored), group_costs(scored, graph, unit), strict=True))
+    limit = {g.root: g.channels - min_channels for g, _ in scored}
     plan: dict[str, list[int]] = {}
     saved = 0.0
     for _, root, i in candidates:
-        if k == 0 or (macs is not None and saved >= macs):
+        if k == 0 or (budget is not None and saved >= budget):
             break
-        if budget[root] > 0:
+        if limit[root] > 0:
             plan.setdefault(root, []).append(i)
-            budget[root] -= 1
+            limit[root] -= 1
             k -= 1
             saved += cost[root]
     return plan

@@ -10,8 +10,8 @@ from typing import Any
 
 from pl_pruning.pruning.planner import FilterScores
 
-__all__ = ["PHASES", "PRUNING", "Phase", "RunState", "StepRecord", "load_run_state", "per_phase", "run_state_dict",
-           "summarize"]
+__all__ = ["PHASES", "PRUNING", "Phase", "RunState", "StepRecord", "latency_summary", "load_run_state", "per_phase",
+           "run_state_dict", "summarize"]
 
 
 class Phase(str, Enum):
@@ -47,21 +47,36 @@ class StepRecord:
     screened_out: int = 0              # larger steps the screen halved before this one
     reference: float | None = None     # the metric judged against, when not the baseline
     finetuned_epochs: int | None = None  # fine-tuning epochs the step had when judged (rechecks included)
+    latency_ms: float | None = None    # measured on the latency model's runtime (ms per batch)
+    predicted_latency_ms: float | None = None  # what the latency model predicted for it
+
+    @property
+    def latency(self) -> float | None:
+        """The measured latency, else the predicted one (a table of another machine)."""
+        return self.latency_ms if self.latency_ms is not None else self.predicted_latency_ms
 
     def describe(self, monitor: str) -> str:
         """One log line."""
         if self.phase == Phase.BASELINE.value:
-            return f"baseline {monitor}={self.metric:.4f}, MACs={self.macs / 1e6:.2f}M"
+            return f"baseline {monitor}={self.metric:.4f}, MACs={self.macs / 1e6:.2f}M{self._latency_text()}"
         where = f" on {self.layer}" if self.layer else ""
         screened = f" ({self.screened_out} larger screened out)" if self.screened_out else ""
         versus = f" from {self.reference:.4f}" if self.reference is not None else ""
         return (f"{self.phase} step {self.step:.3f}{where}{screened}: {monitor}={self.metric:.4f} "
-                f"drop={self.drop:+.4f}{versus} MACs={self.macs / 1e6:.2f}M -> "
+                f"drop={self.drop:+.4f}{versus} MACs={self.macs / 1e6:.2f}M{self._latency_text()} -> "
                 f"{'accepted' if self.accepted else 'rolled back'}")
+
+    def _latency_text(self) -> str:
+        if self.latency is None:
+            return ""
+        predicted = (f" (predicted {self.predicted_latency_ms:.2f})"
+                     if self.latency_ms is not None and self.predicted_latency_ms is not None else "")
+        return f" latency={self.latency:.2f}ms{predicted}"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
-                if (v is not None or k not in ("surgery_s", "epoch", "reference", "finetuned_epochs"))
+                if (v is not None or k not in ("surgery_s", "epoch", "reference", "finetuned_epochs", "latency_ms",
+                                               "predicted_latency_ms"))
                 and (k not in ("rechecks", "screened_out") or v)}
 
 
@@ -87,6 +102,7 @@ class RunState:
     base_lrs: list[list[float]] = field(default_factory=list)  # per optimizer, per param group
     final_check: dict[str, Any] | None = None                  # the final network against max_drop
     final_window: int | None = None    # the final fine-tune's epochs, set when pruning ends
+    latency_table: dict[str, Any] | None = None  # the latency model's table (LatencyTable.to_dict)
 
 
 def run_state_dict(run: RunState) -> dict[str, Any]:
@@ -130,6 +146,33 @@ def summarize(run: RunState, **meta: Any) -> dict[str, Any]:
         out["final"] = {"metric": last["metric"], "macs": last["macs"], "params": last["params"]}
         out["macs_reduction"] = base["macs"] / max(1, last["macs"])
         out["params_reduction"] = base["params"] / max(1, last["params"])
+    if run.latency_table is not None:
+        out["latency"] = latency_summary(history, last, meta.get("target_latency_ms"))
+    return out
+
+
+def latency_summary(history: list[dict[str, Any]], final: dict[str, Any] | None,
+                    target_ms: float | None) -> dict[str, Any]:
+    """The latency of the baseline and the final network, against the target, and how far
+    the latency model's predictions were from the measurements (``predicted / measured - 1``
+    for every step timed)."""
+    def latency(e: dict[str, Any] | None) -> float | None:
+        if e is None:
+            return None
+        return e.get("latency_ms") if e.get("latency_ms") is not None else e.get("predicted_latency_ms")
+
+    base = next((e for e in history if e["phase"] == Phase.BASELINE.value), None)
+    errors = [e["predicted_latency_ms"] / e["latency_ms"] - 1 for e in history
+              if e.get("latency_ms") and e.get("predicted_latency_ms") is not None and e["phase"] in PHASES]
+    out: dict[str, Any] = {"baseline_ms": latency(base), "final_ms": latency(final), "target_ms": target_ms,
+                           "measured": final is not None and final.get("latency_ms") is not None}
+    if out["baseline_ms"] and out["final_ms"]:
+        out["reduction"] = out["baseline_ms"] / out["final_ms"]
+    if target_ms and out["final_ms"]:
+        out["final_over_target"] = out["final_ms"] / target_ms - 1
+    out["prediction_error"] = {"steps": len(errors),
+                               "mean_abs": sum(abs(e) for e in errors) / len(errors) if errors else None,
+                               "max_abs": max((abs(e) for e in errors), default=None), "each": errors}
     return out
 
 

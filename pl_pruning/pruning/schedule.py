@@ -21,7 +21,11 @@ loses more than ``screen_drop`` accuracy before any fine-tuning (``Network.scree
 halved without spending an epoch. With ``finetune_epochs=0`` a step is judged before any
 training, on the cut network with its BatchNorm re-estimated (the controller validates it at
 once), so a run reaches its target before its first epoch. ``target_macs`` caps every step so the run
-stops on it; the budget (``max_steps``, the epochs left) can end pruning early; the final
+stops on it; with ``target_latency`` instead (milliseconds per batch, or a share of the baseline's
+latency, on the latency model's runtime: :mod:`pl_pruning.pruning.latency`) steps are sized in
+milliseconds saved (a Phase I step saves the ``step`` share of the current latency), capped by
+what the target still allows, and the run stops once the accepted network's latency, measured
+after its cut, reaches the target; the budget (``max_steps``, the epochs left) can end pruning early; the final
 fine-tune follows (``final_epochs``, or with ``fill_budget`` every epoch ``max_epochs``
 leaves), and a final network that misses the bound is replaced by the last accepted one.
 """
@@ -35,6 +39,7 @@ from typing import Any
 
 from pl_pruning.errors import PlPruningError
 from pl_pruning.pruning import planner
+from pl_pruning.pruning.latency import TargetLatency, parse_target_latency
 from pl_pruning.pruning.run_state import PHASES, PRUNING, Phase, RunState, StepRecord
 from pl_pruning.scoring import NORMALIZATIONS
 from pl_pruning.structure.graph import NetworkGraph
@@ -80,6 +85,10 @@ class Network:
     cost: Callable[[], tuple[int, int]]                        # MACs and parameters, now
     restore: Callable[[], None]                                # back to the accepted network
     screen: Callable[[dict[str, list[int]]], float] | None = None  # accuracy a plan loses, unfine-tuned
+    # with a latency model: the network's latency now (measured or None, predicted), and the
+    # milliseconds one filter of each layer of a graph costs
+    latency: Callable[[], tuple[float | None, float]] | None = None
+    latency_per_filter: Callable[[NetworkGraph], dict[str, float]] | None = None
 
 
 @dataclass
@@ -108,6 +117,7 @@ class Schedule:
     screen_drop: float = 0.1
     fill_budget: bool = False
     reference: str = "baseline"
+    target_latency: TargetLatency | str | None = None
 
     def __post_init__(self) -> None:
         """Every setting checked, named in the error (:class:`~pl_pruning.errors.PlPruningError`)."""
@@ -124,6 +134,10 @@ class Schedule:
         check_choice("normalize", self.normalize, NORMALIZATIONS)
         check_choice("layer_order", self.layer_order, list(planner.LAYER_ORDERS))
         self.target_macs = check_number("target_macs", self.target_macs, 0, low_open=True, optional=True)
+        self.target_latency = parse_target_latency(self.target_latency)
+        if self.target_macs is not None and self.target_latency is not None:
+            raise PlPruningError(f"give target_macs or target_latency, not both: set the other to None (got target_macs={self.target_macs!r}, "
+                                 f"target_latency={str(self.target_latency)!r})")
         self.grow = check_number("grow", self.grow, 1.0)
         self.recheck = check_bool("recheck", self.recheck)
         self.screen = check_bool("screen", self.screen)
@@ -184,6 +198,8 @@ class Schedule:
             macs, params = net.cost()
             d.judged = StepRecord(Phase.BASELINE.value, None, 0.0, macs, params, metric=metric, drop=0.0,
                                   accepted=True)
+            if net.latency is not None:
+                d.judged.latency_ms, d.judged.predicted_latency_ms = net.latency()
             run.baseline, run.phase = metric, Phase(self.phases[0])
             if run.phase is Phase.LAYERWISE:
                 self._enter_layerwise(run, net)
@@ -239,17 +255,21 @@ class Schedule:
                 run.phase = Phase.FINAL
                 break
             graph, scored = net.scored()
-            room = self._room(run, d, graph.macs)  # MACs the target still allows to remove
+            latency = self._latency_per_filter(net, graph)
+            room = self._room(run, d, graph.macs)  # MACs (ms with target_latency) the target still allows to remove
             if run.phase is Phase.GLOBAL:
                 d.planned = (Phase.GLOBAL.value, None, run.step)
                 plan = {}
                 if run.step >= self.min_step:
+                    if self.target_latency is not None:
+                        saving = {"latency_ms": min(run.step * self._accepted_latency(run, d), room)}
+                    else:
+                        saving = {"macs": min(run.step * graph.macs, room)}
                     plan = planner.global_plan(scored, run.step, graph, normalize=self.normalize,
-                                               min_channels=self.min_channels,
-                                               macs=min(run.step * graph.macs, room))
+                                               min_channels=self.min_channels, latency_per_filter=latency, **saving)
                 d.plan = planner.rounded(plan, scored, self.round_to)
             else:
-                d.plan = self._layer_plan(run, d, scored, graph, room)
+                d.plan = self._layer_plan(run, d, scored, graph, room, latency)
             if d.plan and not self._screened_out(run, d, net):
                 return
             if d.plan:
@@ -277,10 +297,11 @@ class Schedule:
         return True
 
     def _layer_plan(self, run: RunState, d: Decision, scored: planner.Scored, graph: NetworkGraph,
-                    room: float) -> dict[str, list[int]]:
+                    room: float, latency: dict[str, float] | None = None) -> dict[str, list[int]]:
         """The next group of the round-robin queue that still has something to cut; groups
         whose step fell below ``min_step`` or that cannot lose a filter leave the queue."""
-        costs = dict(zip((g.root for g, _ in scored), planner.group_costs(scored, graph), strict=True))
+        unit = latency if self.target_latency is not None else None  # what room is counted in
+        costs = dict(zip((g.root for g, _ in scored), planner.group_costs(scored, graph, unit), strict=True))
         while run.layer_queue:
             layer = run.layer_queue[0]
             step = run.layer_steps.setdefault(layer, self.layer_step)
@@ -301,12 +322,36 @@ class Schedule:
         run.layer_steps = {}
 
     def _target(self, run: RunState, d: Decision) -> float | None:
-        """``target_macs`` in MACs (``d.judged``: the baseline, or the step just judged)."""
+        """``target_macs`` in MACs, or ``target_latency`` in ms (``d.judged``: the baseline, or
+        the step just judged)."""
+        if self.target_latency is not None:
+            base = (run.baseline_cost or {}).get("latency_ms")
+            if base is None:  # deciding on the baseline itself
+                base = d.judged.latency
+            return self.target_latency.in_ms(base)
         return target_in_macs(self.target_macs, run.baseline_cost["macs"] if run.baseline_cost else d.judged.macs)
+
+    def _accepted_latency(self, run: RunState, d: Decision) -> float:
+        """The latency of the network the next step is cut from (measured when it could be)."""
+        if d.judged.accepted:
+            return d.judged.latency
+        record = run.accepted["record"]
+        return record["latency_ms"] if record.get("latency_ms") is not None else record["predicted_latency_ms"]
 
     def _room(self, run: RunState, d: Decision, macs: float) -> float:
         target = self._target(run, d)
-        return math.inf if target is None else max(0.0, macs - target)
+        if target is None:
+            return math.inf
+        return max(0.0, (self._accepted_latency(run, d) if self.target_latency is not None else macs) - target)
+
+    def _latency_per_filter(self, net: Network, graph: NetworkGraph) -> dict[str, float] | None:
+        """Milliseconds per filter of each layer, when the run sizes or ranks by latency."""
+        if self.target_latency is None and self.normalize != "latency-aware":
+            return None
+        if net.latency_per_filter is None:
+            raise PlPruningError("target_latency and normalize='latency-aware' need a latency model "
+                                 "(PhaseController builds one from its latency settings)")
+        return net.latency_per_filter(graph)
 
     def _final_window(self, epochs_done: int, max_epochs: int | None) -> int:
         """The final fine-tune's epochs: ``final_epochs``, or with ``fill_budget`` all that
@@ -325,6 +370,8 @@ class Schedule:
         if not self._epochs_left(epochs_done, self.finetune_epochs, max_epochs):
             return False
         target = self._target(run, d)
+        if target is not None and self.target_latency is not None:
+            return self._accepted_latency(run, d) > target
         if target is not None:
             return (d.judged.macs if d.judged.accepted else run.accepted["record"]["macs"]) > target
         return True

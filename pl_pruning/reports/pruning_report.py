@@ -38,14 +38,42 @@ def markdown_table(report: dict[str, Any]) -> str:
             lines.append(f"| {phase} | {row['steps']} | {row['accepted']} | {row['epochs']} | "
                          f"{row['macs_removed'] / 1e6:.3f} | {'-' if rate is None else f'{rate / 1e6:.3f}'} |")
         lines.append("")
-    lines += ["| # | phase | layer | step | metric | drop | MACs (M) | params (M) | removed | decision |",
-              "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    latency = report.get("latency")
+    if latency:
+        lines += [latency_line(report), ""]
+    timed = latency is not None
+    lines += ["| # | phase | layer | step | metric | drop | MACs (M) | params (M) |"
+              + (" latency ms | predicted ms |" if timed else "") + " removed | decision |",
+              "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if timed else "")
+              + " ---: | --- |"]
     for i, e in enumerate(report["history"]):
         decision = "accepted" if e.get("accepted") else "rolled back"
+        ms = (f" {_fmt(e.get('latency_ms'), '.2f')} | {_fmt(e.get('predicted_latency_ms'), '.2f')} |"
+              if timed else "")
         lines.append(f"| {i} | {e['phase']} | {e.get('layer') or ''} | {_fmt(e.get('step'), '.3f')} | "
                      f"{_fmt(e.get('metric'), '.4f')} | {_fmt(e.get('drop'), '+.4f')} | "
-                     f"{e['macs'] / 1e6:.3f} | {e['params'] / 1e6:.4f} | {e.get('removed', 0)} | {decision} |")
+                     f"{e['macs'] / 1e6:.3f} | {e['params'] / 1e6:.4f} |{ms} {e.get('removed', 0)} | {decision} |")
     return "\n".join(lines) + "\n"
+
+
+def latency_line(report: dict[str, Any]) -> str:
+    """The run's latency in one line: baseline and final, against the target, and the
+    latency model's prediction error."""
+    lat, rt = report["latency"], report.get("latency_runtime", {})
+    where = f"{rt.get('name', '?')}, batch {rt.get('batch_size', '?')}, {rt.get('num_threads', '?')} thread(s)"
+    text = (f"latency ({where}, {'measured' if lat.get('measured') else 'predicted by a saved table'}): "
+            f"{_fmt(lat.get('baseline_ms'), '.2f')} ms -> {_fmt(lat.get('final_ms'), '.2f')} ms")
+    if lat.get("reduction"):
+        text += f" ({lat['reduction']:.2f}x faster)"
+    if lat.get("target_ms"):
+        text += (f"; target {report.get('target_latency')} = {lat['target_ms']:.2f} ms, final "
+                 f"{lat['final_over_target']:+.1%} from it" if lat.get("final_over_target") is not None
+                 else f"; target {lat['target_ms']:.2f} ms")
+    err = lat.get("prediction_error") or {}
+    if err.get("steps"):
+        text += (f"; the model's prediction off by {err['mean_abs']:.1%} on average, at most "
+                 f"{err['max_abs']:.1%} ({err['steps']} steps timed)")
+    return text
 
 
 def plot_path(report: dict[str, Any], path: Path) -> None:

@@ -12,9 +12,13 @@ coupled groups) on one scale, so that filters can be ranked together.
   that layer saves (relative to the mean over the layers scored), i.e. score per MAC
   saved, so the global ranking prefers removing filters of expensive layers. The MACs
   are an argument (:attr:`pl_pruning.structure.graph.NetworkGraph.macs_per_filter`, or
-  their sum over a coupled group's convolutions); they are never computed here.
+  their sum over a coupled group's convolutions); they are never computed here;
+* ``"latency-aware"``: the same with the milliseconds one filter costs on a runtime
+  instead of its MACs (:meth:`pl_pruning.pruning.latency.LatencyTable.per_filter`), so the
+  ranking prefers filters that cost time there (BatchNorm, ReLU and pooling over large maps
+  included).
 
-Inside one layer all three give the same order.
+Inside one layer all four give the same order.
 
 Example::
 
@@ -36,7 +40,7 @@ from torch import Tensor
 from pl_pruning.errors import PlPruningError
 from pl_pruning.validate import check_choice
 
-NORMALIZATIONS = ("none", "per-layer", "cost-aware")
+NORMALIZATIONS = ("none", "per-layer", "cost-aware", "latency-aware")
 DEFAULT_NORMALIZE = "per-layer"
 
 
@@ -52,7 +56,8 @@ def per_layer_normalize(scores: Tensor) -> Tensor:
 
 
 def normalize_scores(scores: Mapping[str, Tensor], normalize: str = DEFAULT_NORMALIZE,
-                     macs_per_filter: Mapping[str, float] | None = None) -> dict[str, Tensor]:
+                     macs_per_filter: Mapping[str, float] | None = None,
+                     latency_per_filter: Mapping[str, float] | None = None) -> dict[str, Tensor]:
     """``scores`` (one tensor per layer or group) normalised as the module docstring says.
 
     Args:
@@ -60,23 +65,26 @@ def normalize_scores(scores: Mapping[str, Tensor], normalize: str = DEFAULT_NORM
         normalize: one of :data:`NORMALIZATIONS`.
         macs_per_filter: for ``"cost-aware"`` only: ``{key: MACs one filter of it costs}``
             for every key of ``scores``.
+        latency_per_filter: for ``"latency-aware"`` only: ``{key: ms one filter of it costs}``.
 
     Raises:
-        PlPruningError: an unknown ``normalize``; ``"cost-aware"`` without a positive
-            cost for every key.
+        PlPruningError: an unknown ``normalize``; ``"cost-aware"`` (``"latency-aware"``)
+            without a positive cost for every key.
     """
     check_normalize(normalize)
     if normalize == "none":
         return dict(scores)
     out = {name: per_layer_normalize(s) for name, s in scores.items()}
-    if normalize == "cost-aware" and out:
+    if normalize in ("cost-aware", "latency-aware") and out:
+        given, what = ((macs_per_filter, "macs_per_filter") if normalize == "cost-aware"
+                       else (latency_per_filter, "latency_per_filter"))
         costs = {}
         for name in out:
-            cost = macs_per_filter.get(name) if macs_per_filter is not None else None
+            cost = given.get(name) if given is not None else None
             if not cost or cost <= 0:
                 raise PlPruningError(
-                    f"normalize='cost-aware' needs the MACs per filter of {name!r} (a positive "
-                    f"number), got {cost!r}; use 'none' or 'per-layer', or give macs_per_filter")
+                    f"normalize={normalize!r} needs the {what.replace('_', ' ')} of {name!r} (a positive "
+                    f"number), got {cost!r}; use 'none' or 'per-layer', or give {what}")
             costs[name] = float(cost)
         mean_cost = sum(costs.values()) / len(costs)
         out = {name: s * (mean_cost / costs[name]) for name, s in out.items()}

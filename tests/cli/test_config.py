@@ -311,3 +311,17 @@ def test_a_checkpoint_given_allows_a_baseline_fit_of_no_epochs(tmp_path):
 
     check_run_config(_compose("trainer.max_epochs=0", "model.checkpoint=weights.pt", run_dir=tmp_path))
     check_run_config(_compose(run_dir=tmp_path))  # the default is fine
+
+
+def test_a_latency_target_from_the_command_line_takes_the_measure_settings():
+    cfg = _compose("pruning.controller.target_latency=40%", "pruning.controller.target_macs=null",
+                   "pruning.controller.latency={runtime:onnxruntime}",
+                   "measure.batch_size=32")
+    controller = pruning_callbacks(cfg.pruning, cfg.measure)[1]
+    assert str(controller.schedule.target_latency) == "40%"
+    assert controller.latency_settings == {"runtime": "onnxruntime", "batch_size": 32, "num_threads": 1,
+                                           "auto_round": False}
+    with pytest.raises(PlPruningError, match="target_macs or target_latency, not both"):
+        pruning_callbacks(_compose("pruning.controller.target_latency=40%").pruning)  # two_phase stops at target_macs 0.1
+    with pytest.raises(PlPruningError, match="target_latency must be milliseconds"):
+        pruning_callbacks(_compose("pruning.controller.target_latency=0.4", "pruning.controller.target_macs=null").pruning)

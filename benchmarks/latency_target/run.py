@@ -1,0 +1,421 @@
+"""Pruning to a latency target against pruning to a MACs target, on the converged networks.
+
+The latency target of each network and runtime is the latency our 3x-MACs preset's network
+reaches today (``pruning=at_once``, L1, layer-wise, seed 0: its shape recorded by
+``benchmarks/compare/``), timed side by side with the dense network on that runtime and
+written as a share of the dense latency, so a run on another machine aims at the same
+speed-up. The latency-targeted run is the same preset with ``target_latency`` instead of
+``target_macs`` (steps sized in milliseconds, the run stopping on the measured latency);
+both spend the same budget (40 epochs) from the same converged checkpoint.
+
+    # the latency table of a converged network on a runtime (tables/*.json, *.md)
+    python benchmarks/latency_target/run.py table --experiment converged_vgg16_w025 --runtime onnxruntime
+    # how far the table's predictions are from measurements, on the committed pruned shapes
+    python benchmarks/latency_target/run.py predict --experiment converged_vgg16_w025 --runtime eager
+    # the target: the 3x preset's network against the dense one (targets/*.json)
+    python benchmarks/latency_target/run.py target --experiment converged_vgg16_w025 --runtime eager
+    # the runs (runs/<experiment>_<arm>_<runtime>_e<budget>_seed<seed>.json); a run killed part-way
+    # resumes from outputs/ (or from partial/ after `park`) when the same command is given again
+    python benchmarks/latency_target/run.py run --experiment converged_vgg16_w025 --runtime eager --arm latency
+    python benchmarks/latency_target/run.py run --experiment converged_vgg16_w025 --arm macs
+    # every recorded run's final network timed side by side with the dense one (timing.json, timing.md)
+    python benchmarks/latency_target/run.py timing
+    # a short demonstration through the CLI on digits (demo/)
+    python benchmarks/latency_target/run.py digits --runtime eager
+    python benchmarks/latency_target/run.py park
+
+Timings are the fastest of interleaved runs (``pl_pruning.pruning.latency.Runtime``), one
+thread, batch 64; every file records the machine's load average when it was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+COMPARE = ROOT / "benchmarks" / "compare"
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(COMPARE))
+import parking  # noqa: E402  (benchmarks/parking.py)
+
+RUNS, PARTIAL, OUTPUTS = HERE / "runs", HERE / "partial", HERE / "outputs"
+RESUME = "pruning_checkpoints/last.ckpt"
+EXPERIMENTS = ("converged_vgg16_w025", "converged_resnet20")
+# The 3x-MACs preset's network of each experiment today (benchmarks/compare/runs/, seed 0).
+PRESET_3X = {
+    "converged_vgg16_w025": "at_once_3x_freeze_off_l1_layerwise",
+    "converged_resnet20": "resnet20_at_once_3x_freeze_off_l1_layerwise",
+}
+BATCH, THREADS = 64, 1
+RUNTIME = {"batch_size": BATCH, "num_threads": THREADS, "min_run_time": 2.0, "rounds": 5}
+
+
+def _env() -> dict:
+    import torch
+
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "load_avg": [round(x, 1) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _dense(experiment: str):
+    """The experiment's converged network as the compare harness builds it, and its input shape."""
+    import run as compare_run
+    import torch
+
+    torch.manual_seed(0)
+    args = argparse.Namespace(
+        experiment=experiment, checkpoint=str(compare_run.CHECKPOINTS[experiment]), seed=0
+    )
+    _, dm, net = compare_run._setup(args)
+    return net.eval(), tuple(dm.input_shape)
+
+
+def _shapes(experiment: str) -> dict[str, dict[str, int]]:
+    """The committed pruned shapes of the experiment (compare runs' seed-0 shapes, and ours)."""
+    import latency as compare_latency
+
+    out = {
+        k: v["channels"]
+        for k, v in compare_latency.shapes().items()
+        if v["experiment"] == experiment
+    }
+    for path in sorted(RUNS.glob(f"{experiment}_*.json")):
+        record = json.loads(path.read_text())
+        out[path.stem] = {k.removeprefix("net."): v for k, v in record["channels"].items()}
+    return out
+
+
+def _rebuild(dense, channels, input_shape):
+    import latency as compare_latency
+    import torch
+
+    return compare_latency.rebuild(dense, channels, torch.zeros(1, *input_shape))
+
+
+def _write(path: Path, data: dict, markdown: list[str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    print(f"wrote {path}")
+    if markdown is not None:
+        path.with_suffix(".md").write_text("\n".join(markdown) + "\n")
+        print("\n".join(markdown))
+
+
+def _table_path(experiment: str, runtime: str) -> Path:
+    return HERE / "tables" / f"{experiment}_{runtime}_b{BATCH}_t{THREADS}.json"
+
+
+# ----------------------------------------------------------------------------- the latency model
+
+
+def table(args: argparse.Namespace) -> None:
+    from pl_pruning.pruning.latency import LatencyTable, Runtime
+
+    dense, shape = _dense(args.experiment)
+    t = LatencyTable.fit(dense, Runtime(args.runtime, **RUNTIME), input_shape=shape)
+    path = t.save(_table_path(args.experiment, args.runtime))
+    env = _env()
+    path.with_suffix(".md").write_text(
+        t.to_markdown() + f"\nLoad average when written: {env['load_avg']} ({env['date']}).\n"
+    )
+    print(t.to_markdown())
+
+
+def predict(args: argparse.Namespace) -> None:
+    """The table's prediction of each committed shape's speed-up against the one measured
+    side by side with the dense network (ratios: a loaded machine slows both alike)."""
+    import torch
+
+    from pl_pruning.pruning.latency import LatencyTable, Runtime
+    from pl_pruning.structure.graph import NetworkGraph
+
+    t = LatencyTable.load(_table_path(args.experiment, args.runtime))
+    dense, shape = _dense(args.experiment)
+    names = sorted(_shapes(args.experiment))
+    nets = [_rebuild(dense, _shapes(args.experiment)[n], shape) for n in names]
+    ms = Runtime(args.runtime, **RUNTIME).measure([dense, *nets], shape)
+    x = torch.zeros(1, *shape)
+    base = t.predict(NetworkGraph.of(dense, x))
+    rows = []
+    for name, net, measured in zip(names, nets, ms[1:], strict=True):
+        graph = NetworkGraph.of(net, x)
+        speedup, predicted = ms[0] / measured, base / t.predict(graph)
+        rows.append(
+            {
+                "shape": name,
+                "macs_reduction": round(NetworkGraph.of(dense, x).macs / graph.macs, 3),
+                "measured_speedup": round(speedup, 3),
+                "predicted_speedup": round(predicted, 3),
+                "error": round(speedup / predicted - 1, 4),
+            }
+        )
+    env = _env()
+    md = [
+        f"# Latency table's predictions against measurements ({args.experiment}, {args.runtime}, batch {BATCH}, "
+        f"{THREADS} thread)",
+        "",
+        f"Measured side by side with the dense network in one process ({env['machine']}, load average "
+        f"{env['load_avg']}, {env['date']}); error = predicted latency / measured latency - 1.",
+        "",
+        "| shape | MACs reduction | measured speed-up | predicted | error |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    md += [
+        f"| {r['shape']} | {r['macs_reduction']:.2f}x | {r['measured_speedup']:.2f}x | "
+        f"{r['predicted_speedup']:.2f}x | {r['error']:+.1%} |"
+        for r in rows
+    ]
+    errors = [abs(r["error"]) for r in rows]
+    md += [
+        "",
+        f"Mean absolute error {sum(errors) / len(errors):.1%}, largest {max(errors):.1%} ({len(rows)} shapes).",
+    ]
+    _write(
+        HERE / "predictions" / f"{args.experiment}_{args.runtime}.json",
+        {"environment": env, "dense_ms": ms[0], "rows": rows},
+        md,
+    )
+
+
+def target(args: argparse.Namespace) -> dict:
+    """The latency the 3x preset's network reaches, as a share of the dense network's."""
+    from pl_pruning.pruning.latency import Runtime
+
+    dense, shape = _dense(args.experiment)
+    preset = PRESET_3X[args.experiment]
+    net = _rebuild(dense, _shapes(args.experiment)[preset], shape)
+    dense_ms, preset_ms = Runtime(args.runtime, **RUNTIME).measure([dense, net], shape)
+    record = {
+        "experiment": args.experiment,
+        "runtime": args.runtime,
+        "batch_size": BATCH,
+        "num_threads": THREADS,
+        "preset": preset,
+        "dense_ms": dense_ms,
+        "preset_ms": preset_ms,
+        "percent": round(100 * preset_ms / dense_ms, 2),
+        "environment": _env(),
+    }
+    _write(HERE / "targets" / f"{args.experiment}_{args.runtime}.json", record)
+    return record
+
+
+# ----------------------------------------------------------------------------- the runs
+
+
+PRESET = ["pruning=at_once", "callbacks.rich_progress_bar=null"]
+
+
+def run_name(args: argparse.Namespace) -> str:
+    runtime = f"_{args.runtime}" if args.arm == "latency" else ""
+    return f"{args.experiment}_{args.arm}{runtime}_e{args.budget}"
+
+
+def run(args: argparse.Namespace) -> None:
+    import run as compare_run
+
+    name = run_name(args)
+    record_path = RUNS / f"{name}_seed{args.seed}.json"
+    if record_path.is_file():
+        sys.exit(
+            f"{name} seed {args.seed} is recorded already ({record_path}); delete it to run again"
+        )
+    folder = OUTPUTS / f"{name}_seed{args.seed}"
+    parking.unpark(folder, PARTIAL, (RESUME,))
+    resumed = (folder / RESUME).is_file()
+    overrides = [
+        *PRESET,
+        f"experiment={args.experiment}",
+        f"model.checkpoint={compare_run.CHECKPOINTS[args.experiment]}",
+        f"pruning.fit.max_epochs={args.budget}",
+        f"seed={args.seed}",
+        f"hydra.run.dir={folder}",
+        f"measure.batch_size={BATCH}",
+        f"measure.num_threads={THREADS}",
+    ]
+    goal = None
+    if args.arm == "latency":
+        target_file = HERE / "targets" / f"{args.experiment}_{args.runtime}.json"
+        goal = json.loads(target_file.read_text()) if target_file.is_file() else target(args)
+        overrides += [
+            "pruning.controller.target_macs=null",
+            f"pruning.controller.target_latency={goal['percent']}%",
+            f"pruning.controller.latency={{runtime:{args.runtime}}}",
+        ]
+    overrides += args.overrides
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=ROOT)
+    results = json.loads((folder / "results.json").read_text())
+    report = json.loads((folder / "pruning_report.json").read_text())
+    steps = [e for e in report["history"] if e["phase"] in ("global", "layerwise")]
+    record = {
+        "name": name,
+        "seed": args.seed,
+        "arm": args.arm,
+        "experiment": args.experiment,
+        "runtime": args.runtime if args.arm == "latency" else None,
+        "target": goal,
+        "overrides": overrides,
+        "baseline": results["baseline"],
+        "pruned": results["pruned"],
+        "macs_reduction": results["macs_reduction"],
+        "acc_drop": results["acc_drop"],
+        "latency": report.get("latency"),
+        "channels": report.get("channels", {}).get("after"),
+        "surgeries": len(steps),
+        "accepted": sum(bool(e["accepted"]) for e in steps),
+        "budget": args.budget,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "resumed": resumed,
+        "val_curve": compare_run.val_curve(folder),
+        "history": report["history"],
+        "environment": _env(),
+        "command": "python benchmarks/latency_target/run.py " + " ".join(sys.argv[1:]),
+    }
+    _write(record_path, record)
+    parking.release(PARTIAL, record_path.stem)
+
+
+def timing(args: argparse.Namespace) -> None:
+    """Every recorded run's network and the 3x preset's, timed side by side with the dense one."""
+    import torch
+
+    from pl_pruning.measure import count_macs
+    from pl_pruning.pruning.latency import Runtime
+
+    rows = []
+    for experiment in EXPERIMENTS:
+        records = [json.loads(p.read_text()) for p in sorted(RUNS.glob(f"{experiment}_*.json"))]
+        if not records:
+            continue
+        dense, shape = _dense(experiment)
+        shapes = {PRESET_3X[experiment]: _shapes(experiment)[PRESET_3X[experiment]]}
+        shapes.update(
+            {
+                f"{r['name']}_seed{r['seed']}": {
+                    k.removeprefix("net."): v for k, v in r["channels"].items()
+                }
+                for r in records
+            }
+        )
+        nets = {n: _rebuild(dense, c, shape) for n, c in shapes.items()}
+        x = torch.zeros(1, *shape)
+        for runtime in ("eager", "onnxruntime"):
+            ms = Runtime(runtime, **RUNTIME).measure([dense, *nets.values()], shape)
+            for (n, net), t in zip(nets.items(), ms[1:], strict=True):
+                record = next((r for r in records if f"{r['name']}_seed{r['seed']}" == n), None)
+                macs = count_macs(dense, x) / count_macs(net, x)
+                rows.append(
+                    {
+                        "experiment": experiment,
+                        "network": n,
+                        "runtime": runtime,
+                        "dense_ms": round(ms[0], 3),
+                        "ms": round(t, 3),
+                        "speedup": round(ms[0] / t, 3),
+                        "macs_reduction": round(macs, 3),
+                        "speedup_over_macs": round(ms[0] / t / macs, 3),
+                        "test_acc": record["pruned"]["test_acc"] if record else None,
+                        "target_speedup": (
+                            round(100 / record["target"]["percent"], 3)
+                            if record
+                            and record.get("target")
+                            and record["target"]["runtime"] == runtime
+                            else None
+                        ),
+                    }
+                )
+    env = _env()
+    md = [
+        "# Latency-targeted against MACs-targeted networks, timed side by side with the dense one",
+        "",
+        f"One process per experiment, interleaved, batch {BATCH}, {THREADS} thread ({env['machine']}, load "
+        f"average {env['load_avg']}, {env['date']}).",
+        "",
+        "| experiment | network | runtime | test acc | MACs reduction | speed-up | target speed-up | "
+        "speed-up / MACs reduction |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        acc = "-" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
+        tgt = "-" if r["target_speedup"] is None else f"{r['target_speedup']:.2f}x"
+        md.append(
+            f"| {r['experiment']} | {r['network']} | {r['runtime']} | {acc} | {r['macs_reduction']:.2f}x | "
+            f"{r['speedup']:.2f}x | {tgt} | {r['speedup_over_macs']:.2f} |"
+        )
+    _write(HERE / "timing.json", {"environment": env, "rows": rows}, md)
+
+
+def digits(args: argparse.Namespace) -> None:
+    """A short run through the CLI on digits: the at_once preset to a latency target."""
+    folder = HERE / "demo" / f"digits_{args.runtime}"
+    overrides = [
+        "experiment=digits_quick",
+        "pruning=at_once",
+        "pruning.controller.target_macs=null",
+        "pruning.controller.target_latency=60%",
+        f"pruning.controller.latency={{runtime:{args.runtime}}}",
+        "pruning.fit.max_epochs=3",
+        "pruning.statistics.calibration_batches=2",
+        "logger=none",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.run.dir={folder}",
+        *args.overrides,
+    ]
+    subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=ROOT)
+    for junk in ("pruning_checkpoints", "checkpoints", "pruned_model.pt", ".hydra"):
+        path = folder / junk
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+    (folder / "command.txt").write_text(
+        "python -m pl_pruning " + " ".join(overrides) + f"\n{_env()}\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "command", choices=["table", "predict", "target", "run", "timing", "digits", "park"]
+    )
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides (run, digits)")
+    p.add_argument("--experiment", default=EXPERIMENTS[0], choices=EXPERIMENTS)
+    p.add_argument("--runtime", default="eager", choices=["eager", "onnxruntime"])
+    p.add_argument("--arm", default="latency", choices=["latency", "macs"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=int, default=40)
+    args = p.parse_intermixed_args(argv)
+    os.chdir(ROOT)  # the presets name data relative to the repository root
+    if args.command == "park":
+        parking.park(
+            OUTPUTS, PARTIAL, (RESUME,), finished=lambda name: (RUNS / f"{name}.json").is_file()
+        )
+        return
+    {
+        "table": table,
+        "predict": predict,
+        "target": target,
+        "run": run,
+        "timing": timing,
+        "digits": digits,
+    }[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""The latency model: the target's two forms, the fit, the table's round trip, steps sized
+in milliseconds, and a run that stops on its latency target (timings only as the model's
+own measurements, never asserted against wall time)."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from pruning_helpers import trained_digits_classifier, trainer
+
+from pl_pruning import PhaseController, PlPruningError, build_model
+from pl_pruning.pruning import planner
+from pl_pruning.pruning.latency import (
+    LatencyTable,
+    Runtime,
+    TargetLatency,
+    _nonnegative_fit,
+    counts,
+    parse_target_latency,
+    with_widths,
+)
+from pl_pruning.pruning.run_state import RunState
+from pl_pruning.pruning.schedule import Network, Schedule
+from pl_pruning.reports.pruning_report import markdown_table
+from pl_pruning.structure.graph import NetworkGraph
+
+FAST = Runtime("eager", batch_size=8, num_threads=1, min_run_time=0.03, rounds=1)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_model("small_cnn", num_classes=10, in_channels=1).eval()
+
+
+@pytest.fixture(scope="module")
+def table(net):
+    return LatencyTable.fit(net, FAST, input_shape=(1, 8, 8))
+
+
+def test_target_latency_has_two_explicit_forms():
+    assert parse_target_latency("25ms") == TargetLatency(25.0, "ms")
+    assert parse_target_latency(" 40 % ") == TargetLatency(0.4, "fraction")
+    assert parse_target_latency("40%").in_ms(50.0) == pytest.approx(20.0)
+    assert parse_target_latency("25ms").in_ms(50.0) == 25.0
+    assert parse_target_latency(None) is None
+    for bad in (0.4, 25, "0.4", "25 s", "0%", "100%", "0ms", True):
+        with pytest.raises(PlPruningError, match="target_latency"):
+            parse_target_latency(bad)
+
+
+def test_runtime_settings_are_checked():
+    assert Runtime.of({"runtime": "onnxruntime", "batch_size": 1}).name == "onnxruntime"
+    with pytest.raises(PlPruningError, match="runtime"):
+        Runtime.of({"runtime": "tensorrt"})
+    with pytest.raises(PlPruningError, match="unknown latency setting 'threads'"):
+        Runtime.of({"threads": 2})
+    with pytest.raises(PlPruningError, match="batch_size"):
+        Runtime(batch_size=0)
+
+
+def test_the_fit_recovers_known_costs():
+    features = [(10.0, 0.1), (6.0, 0.08), (3.0, 0.05), (1.0, 0.02), (5.0, 0.03)]
+    ms = [2.0 + 3.0 * m + 100.0 * a for m, a in features]
+    assert _nonnegative_fit(features, ms) == pytest.approx((2.0, 3.0, 100.0), rel=1e-6)
+    # never a negative cost, even when the timings would want one
+    assert min(_nonnegative_fit(features, [5.0 - m * 0.1 for m, _ in features])) >= 0
+
+
+def test_a_table_predicts_from_the_network_it_is_given(net, table):
+    graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
+    mmacs, mact = counts(graph)
+    assert table.predict(graph) == pytest.approx(table.fixed_ms + table.ms_per_mmac * mmacs + table.ms_per_mact * mact)
+    thin = with_widths(net, {g.root: g.channels // 2 for g in graph.groups}, (1, 8, 8))
+    assert table.predict(NetworkGraph.of(thin, torch.zeros(1, 1, 8, 8))) <= table.predict(graph)
+    per = table.per_filter(graph)
+    assert set(per) >= {g.root for g in graph.groups} and all(v >= 0 for v in per.values())
+    # the tabulated widths of a group: one filter fewer costs per_filter less
+    for g in graph.groups:
+        row = table.groups[g.root]
+        assert row["widths"][-1] == g.channels and row["ms"][-1] == pytest.approx(table.predict(graph), abs=1e-3)
+        cost = sum(per[c] for c in g.convs)
+        assert row["ms"][0] == pytest.approx(table.predict(graph) - cost * (g.channels - row["widths"][0]), abs=1e-3)
+    assert len(table.measurements) == 8 and table.reference_ms == table.measurements[0]["ms"]
+    assert set(table.round_to["candidates"]) == {"4", "8", "16"}
+    chosen = table.round_to["chosen"]
+    assert chosen is None or table.round_to["candidates"][str(chosen)]["pays"]
+
+
+def test_the_table_round_trips_through_json(net, table, tmp_path):
+    path = table.save(tmp_path / "sub" / "table.json")
+    again = LatencyTable.load(path)
+    assert again.to_dict() == table.to_dict() == json.loads(path.read_text())
+    graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
+    assert again.predict(graph) == table.predict(graph) and again.per_filter(graph) == table.per_filter(graph)
+    text = again.to_markdown()
+    assert "# Latency table (eager, batch 8, 1 thread(s))" in text and "features.3" in text
+    assert "round_to:" in text
+    with pytest.raises(PlPruningError, match="does not exist"):
+        LatencyTable.load(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(PlPruningError, match="not a latency table"):
+        LatencyTable.load(tmp_path / "bad.json")
+    with pytest.raises(PlPruningError, match="inputs of shape"):
+        table.check_input((3, 32, 32))
+
+
+def _schedule(**kw) -> Schedule:
+    settings = dict(phases=["global"], global_step=0.2, layer_step=0.25, min_step=0.05, max_drop=0.05,
+                    finetune_epochs=0, final_epochs=0, mode="max", normalize="per-layer", layer_order="by_score",
+                    target_macs=None, max_steps=None, min_channels=1, round_to=None)
+    return Schedule(**{**settings, **kw})
+
+
+def test_steps_are_sized_in_milliseconds_saved(net):
+    graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
+    scored = planner.score_groups(graph.groups, {g.root: torch.rand(g.channels) for g in graph.groups})
+    # one layer's filters cost 10x the others': a step of 20% of 50 ms must save >= 10 ms
+    ms = {name: 0.05 for name in graph.macs_per_filter}
+    ms[graph.groups[0].root] = 0.5
+    current = 50.0
+    schedule = _schedule(target_latency="30%")
+    net_ = Network(scored=lambda: (graph, scored), cost=lambda: (graph.macs, 1), restore=lambda: None,
+                   latency=lambda: (current, current), latency_per_filter=lambda g: ms)
+    run = RunState(step=0.2)
+    d = schedule.decide(run, 0.9, net_, 0, None)
+    assert d.judged.latency_ms == current and run.phase.value == "global"
+    costs = dict(zip((g.root for g, _ in scored), planner.group_costs(scored, graph, ms), strict=True))
+    saved = [costs[root] for root, idx in d.plan.items() for _ in idx]
+    assert sum(saved) >= 0.2 * current - 1e-9
+    assert sum(saved) - max(saved) < 0.2 * current  # the fewest filters that save it
+    with pytest.raises(PlPruningError, match="not both"):
+        _schedule(target_latency="30%", target_macs=0.3)
+
+
+def test_the_room_left_to_the_target_caps_a_step(net):
+    graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
+    scored = planner.score_groups(graph.groups, {g.root: torch.rand(g.channels) for g in graph.groups})
+    ms = {name: 0.1 for name in graph.macs_per_filter}
+    net_ = Network(scored=lambda: (graph, scored), cost=lambda: (graph.macs, 1), restore=lambda: None,
+                   latency=lambda: (10.0, 10.0), latency_per_filter=lambda g: ms)
+    d = _schedule(target_latency="9.5ms", global_step=0.4).decide(RunState(step=0.4), 0.9, net_, 0, None)
+    costs = dict(zip((g.root for g, _ in scored), planner.group_costs(scored, graph, ms), strict=True))
+    saved = sum(costs[root] * len(idx) for root, idx in d.plan.items())
+    assert 0.5 <= saved < 0.5 + max(costs.values())  # 0.5 ms to go, not 40% of 10 ms
+
+
+def test_latency_settings_are_checked_at_construction():
+    with pytest.raises(PlPruningError, match="target_latency"):
+        PhaseController(target_latency=0.5)
+    with pytest.raises(PlPruningError, match="runtime"):
+        PhaseController(target_latency="50%", latency={"runtime": "tvm"})
+    with pytest.raises(PlPruningError, match="latency.table"):
+        PhaseController(target_latency="50%", latency={"table": 3})
+    assert PhaseController(latency={"runtime": "onnxruntime"}).latency_settings is None  # nothing asks for it
+    assert PhaseController(round_to="auto").latency_settings == {"auto_round": True}
+
+
+@pytest.mark.slow
+def test_a_run_stops_on_its_latency_target(tmp_path):
+    model, dm = trained_digits_classifier(epochs=4)
+    twin = copy.deepcopy(model)
+    controller = PhaseController(criterion="l1", phases=["layerwise"], finetune_epochs=0, final_epochs=0,
+                                 reference="accepted", max_drop=0.5, target_latency="70%",
+                                 latency={"batch_size": 64, "min_run_time": 0.1, "rounds": 3,
+                                          "save_table": str(tmp_path / "saved.json")},
+                                 normalize="per-layer", report_dir=str(tmp_path))
+    trainer([controller], max_epochs=2).fit(model, datamodule=dm)
+    report = controller.report()
+    steps = [e for e in controller.history if e["phase"] == "layerwise"]
+    accepted = [e for e in steps if e["accepted"]]
+    target = report["target_latency_ms"]
+    assert target == pytest.approx(0.7 * controller.history[0]["latency_ms"])
+    # every cut was timed and predicted; the run stopped on the first accepted network at
+    # or under the target (its own measurement), unless it ran out of steps
+    assert all(e["latency_ms"] > 0 and e["predicted_latency_ms"] > 0 for e in steps)
+    reached = [i for i, e in enumerate(accepted) if e["latency_ms"] <= target]
+    assert reached, "no accepted network reached the target"
+    assert reached[0] == len(accepted) - 1
+    lat = report["latency"]
+    assert lat["target_ms"] == target and lat["prediction_error"]["steps"] == len(steps)
+    assert all(math.isfinite(e) for e in lat["prediction_error"]["each"])
+    md = (tmp_path / "pruning_report.md").read_text()
+    assert "latency (eager, batch 64, 1 thread(s), measured)" in md and "| latency ms | predicted ms |" in md
+    assert LatencyTable.load(tmp_path / "latency_table.json").to_dict() == \
+        LatencyTable.load(tmp_path / "saved.json").to_dict()
+    assert "latency" in markdown_table(report)
+    # a saved table plans another run without measuring (its predictions only)
+    again = PhaseController(criterion="l1", phases=["layerwise"], finetune_epochs=0, final_epochs=0,
+                            reference="accepted", max_drop=0.5, target_latency="70%",
+                            latency={"table": str(tmp_path / "saved.json")}, report_dir=str(tmp_path / "again"))
+    trainer([again], max_epochs=1).fit(twin, datamodule=dm)
+    cuts = [e for e in again.history if e["phase"] == "layerwise"]
+    assert cuts and all("latency_ms" not in e and e["predicted_latency_ms"] > 0 for e in cuts)
+    assert again.report()["latency"]["measured"] is False
