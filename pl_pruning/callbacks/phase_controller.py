@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -53,8 +54,9 @@ class PhaseController(Callback):
         global_step: share of the network's current MACs removed per Phase-I step.
         layer_step: share of a group's filters removed per Phase-II step.
         min_step: a phase (in Phase II, a group) ends when its step falls below this.
-        grow, max_step: an accepted step makes the next one of its phase (group) ``grow``
-            times larger, at most ``max_step``; a rolled-back one halves it.
+        grow: an accepted step makes the next one of its phase (group) ``grow`` times
+            larger, at most half (:data:`~pl_pruning.pruning.schedule.MAX_STEP`); a
+            rolled-back one halves it.
         max_drop: allowed drop of ``monitor`` from the baseline, absolute, in ``(0, 1)``. The
             final network is checked against it too; one that misses it is replaced by the
             last accepted network if that one did better (``report()["final_check"]``).
@@ -122,31 +124,23 @@ class PhaseController(Callback):
         controller.history
     """
 
-    def __init__(self, criterion: str = DEFAULT_CRITERION,
-                 phases: Sequence[str] = ("global", "layerwise"), global_step: float = 0.2,
-                 layer_step: float = 0.25, min_step: float = 0.05, grow: float = 1.5, max_step: float = 0.5,
-                 max_drop: float = 0.02, reference: str = "baseline", recheck: bool = True,
-                 screen: bool = False, screen_drop: float = 0.1, screen_batches: int = 4,
-                 finetune_epochs: int = 1, final_epochs: int = 2, fill_budget: bool = False,
+    def __init__(self, criterion: str = DEFAULT_CRITERION, *, screen_batches: int = 4,
                  finetune_schedule: str = "cosine", step_lr: float = 1.0, monitor: str = "val_acc",
-                 mode: str = "max",
-                 normalize: str = "per-layer", layer_order: str = "by_score", target_macs: float | None = None,
-                 max_steps: int | None = None, compensate: bool = True, ignored_layers: Iterable[str] = (),
-                 min_channels: int = 1, round_to: int | str | None = None, report_dir: str | None = None,
-                 target_latency: str | None = None, latency: Mapping[str, Any] | None = None) -> None:
+                 compensate: bool = True, ignored_layers: Iterable[str] = (), report_dir: str | None = None,
+                 latency: Mapping[str, Any] | None = None, **settings: Any) -> None:
+        # The decision rule's settings (phases ... round_to) are declared once, with their
+        # defaults and checks, as the fields of Schedule; the signature lists them (below).
+        unknown = sorted(set(settings) - _SETTINGS)
+        if unknown:
+            raise PlPruningError(f"PhaseController takes no argument {unknown[0]!r}; its arguments: "
+                                 + ", ".join(inspect.signature(type(self)).parameters))
         self.criterion_name = get_criterion(criterion).name  # validates the name
         self.monitor, self.report_dir = monitor, report_dir
         self.finetune_schedule = check_choice("finetune_schedule", finetune_schedule, ("cosine", "constant"))
         self.step_lr = check_number("step_lr", step_lr, 0, high=1, low_open=True)
-        auto_round = round_to == "auto"
-        round_to = None if auto_round else round_to
-        self.schedule = Schedule(  # the decision rule holds (and checks) the other settings
-            phases=[phases] if isinstance(phases, str) else list(phases), global_step=global_step,
-            layer_step=layer_step, min_step=min_step, max_drop=max_drop, finetune_epochs=finetune_epochs,
-            final_epochs=final_epochs, mode=mode, normalize=normalize, layer_order=layer_order,
-            target_macs=target_macs, max_steps=max_steps, min_channels=min_channels, round_to=round_to,
-            grow=grow, max_step=max_step, recheck=recheck, screen=screen, screen_drop=screen_drop,
-            fill_budget=fill_budget, reference=reference, target_latency=target_latency)
+        auto_round = settings.get("round_to") == "auto"  # the latency table picks it
+        self.schedule = Schedule(**{**settings, "round_to": None} if auto_round else settings)
+        normalize = self.schedule.normalize
         self.latency_settings = self._latency_settings(latency, auto_round)
         self.latency_model: LatencyModel | None = None
         if "global" not in self.schedule.phases and self.schedule.normalize != "per-layer":
@@ -450,3 +444,17 @@ class PhaseController(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.run = run_state.load_run_state(state_dict, RunState(step=self.schedule.global_step))
         self._tracked |= set(state_dict.get("tracked", []))
+
+
+def _signature() -> inspect.Signature:
+    """PhaseController's signature: ``criterion``, the decision rule's settings (the fields
+    of :class:`~pl_pruning.pruning.schedule.Schedule`, with their defaults), then its own."""
+    own = inspect.signature(PhaseController.__init__)
+    this, criterion, *rest = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    settings = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                  annotation="int | str | None" if f.name == "round_to" else f.type)
+                for f in fields(Schedule)]  # round_to="auto": the latency table picks it
+    return own.replace(parameters=[this, criterion, *settings, *rest])
+
+
+PhaseController.__init__.__signature__ = _signature()

@@ -10,7 +10,7 @@ Lightning-free: :class:`~pl_pruning.callbacks.PhaseController` calls
 Phase I removes the lowest-ranked filters of all groups together until they save the
 ``step`` share of the network's current MACs; Phase II visits the groups round-robin in the
 layer order, each with its own ``step`` (a share of its filters). An accepted step makes
-the next one ``grow`` times larger (at most ``max_step``); a rolled-back one halves it; a
+the next one ``grow`` times larger (at most :data:`MAX_STEP`); a rolled-back one halves it; a
 phase (a group) ends when its step falls below ``min_step``. A step is accepted when the
 monitored metric dropped at most ``max_drop`` from the baseline (with ``reference="accepted"``,
 from the accepted network the step was cut from: each step may cost ``max_drop``, and the
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from pl_pruning.errors import PlPruningError
@@ -45,7 +45,7 @@ from pl_pruning.scoring import NORMALIZATIONS
 from pl_pruning.structure.graph import NetworkGraph
 from pl_pruning.validate import check_bool, check_choice, check_fraction, check_int, check_number
 
-__all__ = ["Decision", "Network", "Schedule", "cosine_factor"]
+__all__ = ["MAX_STEP", "Decision", "Network", "Schedule", "cosine_factor"]
 
 
 _MACHINE = ("phase", "baseline", "step", "layer_queue", "layer_steps", "pending", "final_window")  # what a decision sets
@@ -91,58 +91,67 @@ class Network:
     latency_per_filter: Callable[[NetworkGraph], dict[str, float]] | None = None
 
 
+#: the largest share an accepted step grows to (``grow``), in either phase
+MAX_STEP = 0.5
+
+
+def setting(default: Any, check: Callable[[str, Any], Any]) -> Any:
+    """One setting of the decision rule: its default and, beside it, its check (called with
+    the setting's name and value; it returns the value to keep or raises PlPruningError)."""
+    return field(default=default, metadata={"check": check})
+
+
+def _phases(name: str, value: Any) -> list[str]:
+    phases = [value] if isinstance(value, str) else list(value)
+    if not phases or any(x not in PHASES for x in phases) or len(set(phases)) != len(phases):
+        raise PlPruningError(f"{name} must be a non-empty list of distinct names from {list(PHASES)}, got {value!r}")
+    return phases
+
+
+def _choice(*choices: str) -> Callable[[str, Any], Any]:
+    return lambda name, value: check_choice(name, value, choices)
+
+
+def _integer(minimum: int, optional: bool = False) -> Callable[[str, Any], Any]:
+    return lambda name, value: check_int(name, value, minimum, optional=optional)
+
+
 @dataclass
 class Schedule:
-    """The decision rule. The settings are :class:`~pl_pruning.callbacks.PhaseController`'s
-    (documented, defaulted and validated there)."""
+    """The decision rule, and the ONE declaration of its settings: each field's default and
+    its check side by side. :class:`~pl_pruning.callbacks.PhaseController` takes them as its
+    keyword arguments (its signature is built from these fields) and documents them."""
 
-    phases: list[str]
-    global_step: float
-    layer_step: float
-    min_step: float
-    max_drop: float
-    finetune_epochs: int
-    final_epochs: int
-    mode: str
-    normalize: str
-    layer_order: str
-    target_macs: float | None
-    max_steps: int | None
-    min_channels: int
-    round_to: int | None
-    grow: float = 1.5
-    max_step: float = 0.5
-    recheck: bool = True
-    screen: bool = False
-    screen_drop: float = 0.1
-    fill_budget: bool = False
-    reference: str = "baseline"
-    target_latency: TargetLatency | str | None = None
+    phases: list[str] = setting(("global", "layerwise"), _phases)
+    global_step: float = setting(0.2, check_fraction)
+    layer_step: float = setting(0.25, check_fraction)
+    min_step: float = setting(0.05, check_fraction)
+    grow: float = setting(1.5, lambda name, value: check_number(name, value, 1.0))
+    max_drop: float = setting(0.02, check_fraction)
+    reference: str = setting("baseline", _choice("baseline", "accepted"))
+    recheck: bool = setting(True, check_bool)
+    screen: bool = setting(False, check_bool)
+    screen_drop: float = setting(0.1, check_fraction)
+    finetune_epochs: int = setting(1, _integer(0))
+    final_epochs: int = setting(2, _integer(0))
+    fill_budget: bool = setting(False, check_bool)
+    mode: str = setting("max", _choice("max", "min"))
+    normalize: str = setting("per-layer", lambda name, value: check_choice(name, value, NORMALIZATIONS))
+    layer_order: str = setting("by_score", lambda name, value: check_choice(name, value, list(planner.LAYER_ORDERS)))
+    target_macs: float | None = setting(None, lambda name, value: check_number(name, value, 0, low_open=True,
+                                                                               optional=True))
+    target_latency: TargetLatency | str | None = setting(None, lambda name, value: parse_target_latency(value))
+    max_steps: int | None = setting(None, _integer(1, optional=True))
+    min_channels: int = setting(1, _integer(1))
+    round_to: int | None = setting(None, _integer(1, optional=True))
 
     def __post_init__(self) -> None:
         """Every setting checked, named in the error (:class:`~pl_pruning.errors.PlPruningError`)."""
-
-        p = self.phases
-        if not p or any(x not in PHASES for x in p) or len(set(p)) != len(p):
-            raise PlPruningError(f"phases must be a non-empty list of distinct names from {list(PHASES)}, got {p!r}")
-        for name in ("global_step", "layer_step", "min_step", "max_drop", "max_step", "screen_drop"):
-            setattr(self, name, check_fraction(name, getattr(self, name)))
-        for name, low, optional in (("finetune_epochs", 0, False), ("final_epochs", 0, False),
-                                    ("max_steps", 1, True), ("min_channels", 1, False), ("round_to", 1, True)):
-            setattr(self, name, check_int(name, getattr(self, name), low, optional=optional))
-        check_choice("mode", self.mode, ("max", "min"))
-        check_choice("normalize", self.normalize, NORMALIZATIONS)
-        check_choice("layer_order", self.layer_order, list(planner.LAYER_ORDERS))
-        self.target_macs = check_number("target_macs", self.target_macs, 0, low_open=True, optional=True)
-        self.target_latency = parse_target_latency(self.target_latency)
+        for f in fields(self):
+            setattr(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
         if self.target_macs is not None and self.target_latency is not None:
             raise PlPruningError(f"give target_macs or target_latency, not both: set the other to None (got target_macs={self.target_macs!r}, "
                                  f"target_latency={str(self.target_latency)!r})")
-        self.grow = check_number("grow", self.grow, 1.0)
-        self.recheck = check_bool("recheck", self.recheck)
-        self.screen = check_bool("screen", self.screen)
-        self.fill_budget = check_bool("fill_budget", self.fill_budget)
-        check_choice("reference", self.reference, ("baseline", "accepted"))
 
     def drop(self, run: RunState, metric: float, reference: float | None = None) -> float:
         """How much worse ``metric`` is than ``reference`` (default the baseline; positive =
@@ -237,7 +246,7 @@ class Schedule:
     def _adapt(self, run: RunState, judged: StepRecord) -> None:
         """Grow the judged step's size after an acceptance, halve it after a rollback; in
         Phase II the judged group goes to the back of the queue (round-robin)."""
-        step = max(judged.step, min(judged.step * self.grow, self.max_step)) if judged.accepted else judged.step / 2
+        step = max(judged.step, min(judged.step * self.grow, MAX_STEP)) if judged.accepted else judged.step / 2
         if run.phase is Phase.GLOBAL:
             run.step = step
         elif judged.layer is not None:

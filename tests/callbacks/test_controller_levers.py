@@ -41,8 +41,8 @@ def test_after_a_rollback_the_plan_uses_the_accepted_networks_own_scores(digits_
     refreshed, planned = [], []
     refresh, prune = controller.pruner.refresh, controller._prune
 
-    def spy_refresh(scores, pl_module, criteria):
-        refresh(scores, pl_module, criteria)
+    def spy_refresh(scores, pl_module, criteria, statistics=None):
+        refresh(scores, pl_module, criteria, statistics)
         refreshed.append(controller.run.scores.copy())
 
     def spy_prune(trainer, pl_module, d):
@@ -236,7 +236,7 @@ def test_the_screen_halves_a_step_that_breaks_the_network_before_its_epoch(digit
     for screen in (False, True):
         model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
         before = copy.deepcopy(model.state_dict())
-        controller = PhaseController(phases=["global"], global_step=0.5, max_step=0.5, max_drop=0.5,
+        controller = PhaseController(phases=["global"], global_step=0.5, max_drop=0.5,
                                      screen=screen, screen_drop=0.02, final_epochs=0, max_steps=1)
         seen = []
 

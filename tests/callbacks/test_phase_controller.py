@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import inspect
 import json
 
 import lightning as L
@@ -11,6 +12,7 @@ from pruning_helpers import trained_digits_classifier, trainer
 from torch import nn
 
 from pl_pruning import EntropyStatistics, MaxEntropyFreeze, PhaseController, PlPruningError
+from pl_pruning.pruning.schedule import Schedule
 from pl_pruning.structure.graph import NetworkGraph
 
 
@@ -177,16 +179,43 @@ def test_no_validation_loop_is_refused(digits_model):
     ({"compensate": "yes"}, r"compensate must be true or false, got 'yes'"),
     ({"ignored_layers": "net.features.0"}, r"ignored_layers must be a list of names"),
     ({"grow": 0.5}, r"grow must be >= 1, got 0.5"),
-    ({"max_step": 1.0}, r"max_step must be in \(0, 1\), got 1.0"),
     ({"recheck": "no"}, r"recheck must be true or false, got 'no'"),
     ({"finetune_schedule": "step"}, r"unknown finetune_schedule 'step'; choose one of: cosine, constant"),
     ({"step_lr": 0}, r"step_lr must be"),
     ({"reference": "dense"}, r"unknown reference 'dense'; choose one of: baseline, accepted"),
     ({"step_lr": 1.5}, r"step_lr must be"),
+    ({"max_dorp": 0.1}, r"PhaseController takes no argument 'max_dorp'; its arguments: criterion, phases, "),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(PlPruningError, match=message):
         PhaseController(**kwargs)
+
+
+OWN_ARGUMENTS = ["criterion", "screen_batches", "finetune_schedule", "step_lr", "monitor", "compensate",
+                 "ignored_layers", "report_dir", "latency"]
+
+
+def test_the_signature_is_the_decision_rules_settings_as_declared():
+    """One declaration: Schedule's fields (default and check side by side) are the
+    controller's keyword arguments, with the same defaults; its own arguments are the rest."""
+    params = inspect.signature(PhaseController).parameters
+    settings = dataclasses.fields(Schedule)
+    assert [n for n in params if n not in OWN_ARGUMENTS] == [f.name for f in settings]
+    assert [n for n in params if n in OWN_ARGUMENTS] == OWN_ARGUMENTS
+    for f in settings:
+        assert params[f.name].default == f.default and params[f.name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert callable(f.metadata["check"]), f.name
+    assert len(params) == 30  # 31 before max_step became schedule.MAX_STEP
+    changed = {"phases": ["layerwise"], "global_step": 0.3, "layer_step": 0.1, "min_step": 0.01, "grow": 2.0,
+               "max_drop": 0.05, "reference": "accepted", "recheck": False, "screen": True,
+               "screen_drop": 0.2, "finetune_epochs": 0, "final_epochs": 5, "fill_budget": True, "mode": "min",
+               "normalize": "none", "layer_order": "by_macs", "target_macs": 0.5, "max_steps": 3,
+               "min_channels": 2, "round_to": 4}
+    assert set(changed) == {f.name for f in settings} - {"target_latency"}  # not with target_macs
+    controller = PhaseController(**changed)
+    for name, value in changed.items():  # the rule reads what the controller was given
+        assert getattr(controller.schedule, name) == value and getattr(controller, name) == value, name
+    assert str(PhaseController(target_latency="40%").target_latency) == "40%"
 
 
 def test_a_normalisation_without_the_global_phase_is_named_as_moot(recwarn):

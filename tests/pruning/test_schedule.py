@@ -82,7 +82,7 @@ def test_phase_one_steps_are_sized_in_macs_and_grow_after_an_acceptance(graph):
     d = judge(rule, run, fake, 0.9, d)
     assert run.step == pytest.approx(0.45)
     d = judge(rule, run, fake, 0.9, d)
-    assert run.step == pytest.approx(0.5)                  # capped at max_step
+    assert run.step == pytest.approx(0.5)                  # capped at MAX_STEP
     d = judge(rule, run, fake, 0.5, d)                     # a large drop: rolled back, halved
     assert not d.judged.accepted and fake.restores == 1 and run.step == pytest.approx(0.25)
 
