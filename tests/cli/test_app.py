@@ -132,10 +132,10 @@ def test_console_scripts_point_at_the_cli():
     assert resolved == {"pl-prune": app.main, "pl-prune-report": sweep.main}
 
 
-# A small default run (distillation on) with rollbacks: 2 baseline epochs, then Phase I
-# (with rollbacks), Phase II and the final fine-tune in 9 pruning epochs.
-KILL_RUN = ["trainer.max_epochs=2", "pruning.fit.max_epochs=9", "pruning.controller.final_epochs=1",
-            "pruning.controller.max_drop=0.005",
+# A small run of the paper's method (distillation on) with rollbacks: 2 baseline epochs, then
+# Phase I (with rollbacks), Phase II and the final fine-tune in 9 pruning epochs.
+KILL_RUN = ["pruning=two_phase", "pruning.distill.enabled=true", "trainer.max_epochs=2", "pruning.fit.max_epochs=9",
+            "pruning.controller.final_epochs=1", "pruning.controller.max_drop=0.005",
             "pruning.controller.global_step=0.3", "pruning.controller.min_step=0.2", "measure.latency=false",
             "callbacks.rich_progress_bar=null"]
 

@@ -122,29 +122,35 @@ def test_a_preset_inherits_only_what_its_defaults_list_names():
 
 def test_presets_set_only_what_differs_from_the_constructors():
     controller = _defaults(PhaseController)
-    two_phase = {"final_epochs": 3, "target_macs": 0.1}
+    two_phase = {"final_epochs": 3}
     for preset, differs in [("two_phase", two_phase), ("global", {**two_phase, "phases": ["global"]}),
                             ("layerwise", {**two_phase, "phases": ["layerwise"]})]:
         pruning = OmegaConf.to_container(_compose(f"pruning={preset}").pruning)
         changed = {k: v for k, v in pruning["controller"].items()
                    if v != (list(controller[k]) if isinstance(controller[k], tuple) else controller[k])}
         assert changed == differs, preset
-        for node in ("statistics", "freeze", "distill"):
-            assert pruning[node] == OmegaConf.to_container(OmegaConf.load(CONF / "pruning" / "arguments" / f"{node}.yaml"))
+        arguments = {node: OmegaConf.to_container(OmegaConf.load(CONF / "pruning" / "arguments" / f"{node}.yaml"))
+                     for node in ("statistics", "freeze", "distill")}
+        assert pruning | {"distill": {**pruning["distill"], "enabled": True}} == pruning | arguments
+        assert pruning["distill"]["enabled"] is False  # the paper has no distillation
 
 
-def test_the_at_once_preset_is_the_compare_harness_three_seed_setting():
-    """``pruning=at_once`` holds the settings of the 3x setting measured over three seeds in
-    benchmarks/compare (``at_once_3x_freeze_off_l1_layerwise``), nothing more."""
+def test_the_at_once_preset_is_the_setting_rederived_on_validation():
+    """``pruning=at_once`` holds the recommended setting of benchmarks/compare/PROTOCOL.md (the
+    harness's steps judged at once, L1 scores, both phases, freeze and distillation off) with a
+    10x target, nothing more."""
     at_once = OmegaConf.to_container(_compose("pruning=at_once").pruning)
     two_phase = OmegaConf.to_container(_compose("pruning=two_phase").pruning)
     changed = {k: v for k, v in at_once["controller"].items() if v != two_phase["controller"][k]}
-    assert changed == {"finetune_epochs": 0, "target_macs": 0.3333, "reference": "accepted", "max_drop": 0.05,
-                       "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True,
-                       "criterion": "l1", "phases": ["layerwise"]}
+    assert changed == {"finetune_epochs": 0, "target_macs": 0.1, "reference": "accepted", "max_drop": 0.05,
+                       "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True, "criterion": "l1"}
     assert at_once["fit"] == {**two_phase["fit"], "max_epochs": 40}
     assert at_once["freeze"] == {**two_phase["freeze"], "enabled": False}
-    assert at_once["distill"] == two_phase["distill"] == {"weight": 1.0, "temperature": 4.0, "enabled": True}
+    assert at_once["distill"] == two_phase["distill"] == {"weight": 1.0, "temperature": 4.0, "enabled": False}
+
+
+def test_the_default_is_the_recommended_path():
+    assert OmegaConf.to_container(_compose().pruning) == OmegaConf.to_container(_compose("pruning=at_once").pruning)
 
 
 def test_presets_and_experiments_are_all_there():
@@ -162,11 +168,11 @@ def test_every_pruning_preset_builds_the_three_callbacks(preset, tmp_path):
     stats, controller, freeze, distill = callbacks  # the order the hooks run in
     assert (type(stats), type(controller), type(freeze), type(distill)) == (
         EntropyStatistics, PhaseController, MaxEntropyFreeze, Distillation)
-    assert distill.enabled is True and freeze.enabled is (preset != "at_once")
+    assert distill.enabled is False and freeze.enabled is (preset != "at_once")
     cfg = _compose(f"pruning={preset}", "pruning.distill=false", run_dir=tmp_path)
     assert [type(c) for c in pruning_callbacks(cfg.pruning)][-1] is MaxEntropyFreeze  # off: left out
     assert controller.phases == {"two_phase": ["global", "layerwise"], "global": ["global"],
-                                 "layerwise": ["layerwise"], "at_once": ["layerwise"]}[preset]
+                                 "layerwise": ["layerwise"], "at_once": ["global", "layerwise"]}[preset]
     assert controller.criterion_name == ("l1" if preset == "at_once" else "conditional_entropy")
     assert controller.final_epochs == 3
     # the criterion is one override away, for every preset
@@ -211,17 +217,19 @@ def test_every_experiment_composes_with_every_preset(experiment, preset):
     assert 0 <= cfg.objective.max_drop < 1
 
 
-def test_paper_experiments_are_the_paper_setting():
-    vgg = _compose("experiment=vgg16_cifar10")
-    assert (vgg.model.name, vgg.model.width) == ("vgg16", 1.0)
-    assert vgg.data._target_ == "pl_pruning.data.CIFAR10DataModule"
-    assert vgg.trainer.accelerator == "gpu" and vgg.trainer.max_epochs >= 160
-    assert vgg.pruning.controller.max_drop == 0.02 and vgg.pruning.controller.criterion == "conditional_entropy"
-    assert vgg.pruning.controller.phases == ["global", "layerwise"]
-    resnet = _compose("experiment=resnet56_cifar10")
-    assert resnet.model.name == "resnet56" and resnet.trainer.accelerator == "gpu"
-    # the paper prunes as far as its bound allows: no 10x target from the two_phase preset
-    assert vgg.pruning.controller.target_macs is None and resnet.pruning.controller.target_macs is None
+def test_cifar_experiments_take_the_recommended_path_and_the_paper_is_one_override_away():
+    for experiment, model in (("vgg16_cifar10", "vgg16"), ("resnet56_cifar10", "resnet56")):
+        recommended = _compose(f"experiment={experiment}")
+        assert (recommended.model.name, recommended.model.width) == (model, 1.0)
+        assert recommended.data._target_ == "pl_pruning.data.CIFAR10DataModule"
+        assert recommended.trainer.accelerator == "gpu" and recommended.trainer.max_epochs >= 160
+        assert recommended.pruning == _compose("pruning=at_once").pruning
+        paper = _compose(f"experiment={experiment}", "pruning=two_phase")
+        assert paper.pruning == _compose("pruning=two_phase").pruning
+        assert paper.pruning.controller.criterion == "conditional_entropy"
+        assert paper.pruning.controller.phases == ["global", "layerwise"]
+        # the paper prunes as far as its 2-point bound allows, with no target
+        assert paper.pruning.controller.max_drop == 0.02 and paper.pruning.controller.target_macs is None
 
 
 @pytest.mark.parametrize("group, bad", [("pruning", "twophase"), ("experiment", "vgg16"),
