@@ -1,6 +1,8 @@
 """The Hydra app (pl_pruning.cli.app) through its real command line."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -28,9 +30,12 @@ def test_default_run_on_digits_trains_prunes_and_writes_results(cli, tmp_path):
     assert results["macs_reduction"] == pytest.approx(base["macs"] / pruned["macs"])
     assert results["macs_reduction"] > 1.0 and results["params_reduction"] > 1.0
     assert results["acc_drop"] == pytest.approx(base["test_acc"] - pruned["test_acc"])
-    for name in ("pruning_report.json", "pruning_report.md", "pruning_path.png", "pruning_channels.png",
-                 "pruned_model.pt"):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("results.json", "pruning_report.json", "pruning_report.md", "pruning_path.png",
+                 "pruning_channels.png", "pruned_model.pt"):
         assert (tmp_path / name).is_file(), name
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name  # as the umask allows
     assert set(base) >= {"test_acc", "macs", "params", "latency_ms"}
     assert base["test_acc"] > 0.9
     expected = measure_cost(build_model("small_cnn", in_channels=1), torch.zeros(1, 1, 8, 8), latency=False)
