@@ -12,6 +12,7 @@ import sys as _sys
 from pathlib import Path as _Path
 
 from pl_pruning.callbacks import Distillation, EntropyStatistics, MaxEntropyFreeze, PhaseController
+from pl_pruning.callbacks.logs import console_if_unconfigured as _console_if_unconfigured
 from pl_pruning.checkpoint import load_pruned, save_pruned
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import Cost, measure_cost
@@ -41,6 +42,7 @@ def _find_checkout_conf() -> None:
 
 
 _find_checkout_conf()
+_console_if_unconfigured()
 
 __version__ = "0.1.0"
 

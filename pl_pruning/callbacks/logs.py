@@ -1,16 +1,63 @@
 """What the callbacks log and write: the controller's judged steps, warnings and report, the
-statistics' score summaries."""
+statistics' score summaries.
+
+Messages go through Python logging, logger ``pl_pruning``, on rank 0 (:func:`info`): the
+``pl-prune`` app hands them to Hydra's handlers (the console and the run folder's ``app.log``);
+used from Python without any logging set up, ``pl_pruning`` prints them itself
+(:func:`console_if_unconfigured`). The console handler writes to ``sys.stdout``/``sys.stderr``
+as they are at each record (:class:`ConsoleHandler`), so that a progress bar that redirects
+them (rich's) prints the line above the bar instead of drawing over it.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
-__all__ = ["LOG_PREFIX", "log_record", "log_scores", "warn_untraceable", "write_report"]
+__all__ = ["LOG_PREFIX", "ConsoleHandler", "console_if_unconfigured", "info", "log_record", "log_scores", "logger",
+           "warn_untraceable", "write_report"]
+
+logger = logging.getLogger("pl_pruning")
+
+
+def info(message: str) -> None:
+    """One line to the ``pl_pruning`` logger, from rank 0 only."""
+    if rank_zero_only.rank == 0:
+        logger.info(message)
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """A stream handler that looks ``sys.<name>`` up at every record instead of keeping the
+    stream it was given: rich's progress bar swaps ``sys.stdout``/``sys.stderr`` for proxies
+    that print above the bar while it is drawn."""
+
+    def __init__(self, name: str = "stderr") -> None:
+        self._stream_name = name
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # the stream is always the current sys.<name>
+        pass
+
+
+def console_if_unconfigured() -> None:
+    """Used from Python with no logging configured, print ``pl_pruning``'s INFO lines to
+    stderr (as Lightning does for its own); an application that configures logging (the
+    ``pl-prune`` app, Hydra) receives them through the root logger instead."""
+    if not logging.getLogger().hasHandlers() and not logger.handlers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(ConsoleHandler("stderr"))
+        logger.propagate = False
 
 LOG_PREFIX = "entropy_stats"  # EntropyStatistics' keys: entropy_stats/<layer>/<criterion>_<mean|min|max>
 
@@ -23,7 +70,7 @@ def log_record(trainer: L.Trainer, record: Any, monitor: str) -> None:
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
     if record.phase != "final":
-        rank_zero_info(f"[PhaseController] {record.describe(monitor)}")
+        info(f"[PhaseController] {record.describe(monitor)}")
 
 
 def write_report(trainer: L.Trainer, report: dict[str, Any], folder: str | None,
@@ -43,7 +90,7 @@ def write_report(trainer: L.Trainer, report: dict[str, Any], folder: str | None,
             paths.append(table.save(Path(folder or trainer.default_root_dir) / "latency_table.json"))
             paths.append(paths[-1].with_suffix(".md"))
             write_text_atomic(paths[-1], table.to_markdown())
-        rank_zero_info(f"[PhaseController] report: {', '.join(str(p) for p in paths)}")
+        info(f"[PhaseController] report: {', '.join(str(p) for p in paths)}")
 
 
 def warn_untraceable(layers: list[str]) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from pl_pruning.callbacks.logs import info
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.errors import PlPruningError
 from pl_pruning.scoring.criteria import get_criterion
@@ -65,6 +65,7 @@ class MaxEntropyFreeze(Callback):
         self.criterion = get_criterion(criterion).name
         self.enabled = check_bool("enabled", enabled)
         self.frozen: dict[str, Tensor] = {}
+        self._announced = ""  # the last freeze message, logged again only when it changes
         self._saved: list[tuple[nn.Parameter, Tensor, Tensor]] = []
         self._pending = False  # frozen sets chosen, values not saved yet (waiting for a batch)
         self._bn_of: dict[str, str] | None = None  # names survive surgery: traced once
@@ -144,8 +145,10 @@ class MaxEntropyFreeze(Callback):
                     if isinstance(p, nn.Parameter):
                         i = idx.to(p.device)
                         self._saved.append((p, i, p.detach()[i].clone()))
-        rank_zero_info(f"[MaxEntropyFreeze] freezing {sum(len(i) for i in self.frozen.values())} "
-                       f"filters in {len(self.frozen)} layers")
+        message = f"[MaxEntropyFreeze] freezing {sum(len(i) for i in self.frozen.values())} filters in {len(self.frozen)} layers"
+        if message != self._announced:  # once per change, not every epoch
+            self._announced = message
+            info(message)
 
     def _restore(self) -> None:
         with torch.no_grad():

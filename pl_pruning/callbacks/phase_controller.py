@@ -10,11 +10,11 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from pl_pruning.callbacks import loops
-from pl_pruning.callbacks.logs import log_record, warn_untraceable, write_report
+from pl_pruning.callbacks.logs import info, log_record, warn_untraceable, write_report
 from pl_pruning.callbacks.lookup import find_callback
 from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
@@ -154,6 +154,7 @@ class PhaseController(Callback):
         self._statistics = None  # the fit's EntropyStatistics (found at setup), or None
         self._restored = False  # rank 0 restored the accepted network while deciding
         self._before_training = False  # the baseline validation, before the first epoch
+        self._last_epoch: int | None = None  # the fit's last epoch, once the final fine-tune is planned
         self.run = RunState(step=self.schedule.global_step)
 
     # ------------------------------------------------------------------ public
@@ -294,6 +295,16 @@ class PhaseController(Callback):
         """Whether the controller sets the learning rate while fine-tuning."""
         return self.finetune_schedule == "cosine" or self.step_lr != 1.0
 
+    def planned_epochs(self, trainer: L.Trainer) -> int | None:
+        """The epochs the fit will have run when it ends, as far as known now (a progress
+        bar's total): ``trainer.max_epochs`` until the final fine-tune is planned, then the
+        epoch it ends on; ``None`` without ``max_epochs``."""
+        if self.run.phase is Phase.DONE:
+            return trainer.current_epoch + 1
+        if self._last_epoch is not None and self.run.phase is Phase.FINAL:
+            return self._last_epoch + 1 if trainer.max_epochs is None else min(self._last_epoch + 1, trainer.max_epochs)
+        return trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
+
     # ------------------------------------------------------------------ the loop
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -357,7 +368,10 @@ class PhaseController(Callback):
             self._prune(trainer, pl_module, d)
         elif d.judged is not None and run.phase is Phase.FINAL:
             run.epochs_since_surgery = 0
-            rank_zero_info(f"[PhaseController] final fine-tune of the accepted network ({self.schedule.window(run)} epochs)")
+            window = self.schedule.window(run)
+            # the last epoch of the fit: the next ``window`` epochs (from epoch 0 when judged before training)
+            self._last_epoch = trainer.current_epoch + window - (1 if self._before_training else 0)
+            info(f"[PhaseController] final fine-tune of the accepted network ({window} epochs)")
         if d.finish:
             self._finish(trainer, pl_module, d.metric if d.judged is None else run.accepted["record"]["metric"])
 

@@ -29,6 +29,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,12 +41,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from pl_pruning.callbacks import PhaseController
+from pl_pruning.callbacks.logs import ConsoleHandler
+from pl_pruning.callbacks.progress import EpochLines
 from pl_pruning.checkpoint import load_weights, read_state_dict, save_pruned
 from pl_pruning.cli.checks import check_run_config
 from pl_pruning.cli.ddp_hydra import ddp_ranks_join_this_job
@@ -66,6 +69,33 @@ def _instantiate(cfg: Any, **kwargs: Any) -> Any:
         if isinstance(cause, PlPruningError):
             raise cause from None
         raise
+
+
+def _route_logs() -> None:
+    """Lightning's and pl_pruning's log records to Hydra's handlers (the console and the run
+    folder's ``app.log``), the console one writing to ``sys.stdout`` as it is at each record so
+    that rich's progress bar prints the line above itself instead of drawing over it."""
+    for name in ("pl_pruning", "lightning.pytorch", "lightning.fabric"):
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):  # their own, added when no logging was configured
+            library.removeHandler(handler)
+        library.propagate = True
+    root = logging.getLogger()
+    for i, handler in enumerate(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr):
+            console = ConsoleHandler("stdout" if handler.stream is sys.stdout else "stderr")
+            console.setFormatter(handler.formatter)
+            console.setLevel(handler.level)
+            root.handlers[i] = console
+
+
+def _with_progress(callbacks: list[Any]) -> dict[str, Any]:
+    """A Trainer's ``callbacks`` (and ``enable_progress_bar``): as configured in a terminal;
+    elsewhere (SLURM, nohup, a pipe) the bar gives way to one plain line per epoch."""
+    if sys.stdout.isatty():
+        return {"callbacks": callbacks}
+    return {"callbacks": [c for c in callbacks if not isinstance(c, ProgressBar)] + [EpochLines()],
+            "enable_progress_bar": False}
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -114,7 +144,7 @@ def _prune(cfg: DictConfig, classifier: ImageClassifier, datamodule: L.Lightning
     # Fine-tuning has its own learning rate; the schedule is rebuilt after every surgery.
     classifier.hparams.lr = pruning.fit.lr
     classifier.hparams.scheduler = pruning.fit.scheduler
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, max_epochs=pruning.fit.max_epochs,
+    trainer: L.Trainer = _instantiate(cfg.trainer, **_with_progress(callbacks), max_epochs=pruning.fit.max_epochs,
                                       logger=_instantiate_all(cfg.get("logger")) or False,
                                       num_sanity_val_steps=0)
     trainer.fit(classifier, datamodule=datamodule, ckpt_path=_resume_from(folder))
@@ -134,6 +164,7 @@ def _resume_from(folder: Path) -> str | None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One job of the app; returns what it writes to ``results.json``."""
     check_run_config(cfg)
+    _route_logs()
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     datamodule = _instantiate(cfg.data)
@@ -141,7 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # Built before any training, so that a bad pruning option fails at once.
     pruners = pruning_callbacks(cfg.get("pruning"), cfg.get("measure"))
     objective = Objective.from_config(cfg.get("objective"))
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
+    trainer: L.Trainer = _instantiate(cfg.trainer, **_with_progress(_instantiate_all(cfg.get("callbacks"))),
                                       logger=_instantiate_all(cfg.get("logger")) or False)
     # The best epoch is the monitored checkpoint's; last.ckpt (written every epoch) is in the same folder.
     checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]

@@ -232,3 +232,39 @@ def test_a_preempted_cluster_job_is_requeued_and_resumes(cli, tmp_path):
     assert report["history"][-1]["phase"] == "final"
     results = json.loads((job / "results.json").read_text())
     assert results["pruned"]["macs"] < results["baseline"]["macs"]
+
+
+@pytest.mark.slow
+def test_outside_a_terminal_each_epoch_is_one_line_as_it_ends_and_decisions_reach_app_log(cli, tmp_path):
+    """stdout to a file (SLURM, nohup): a line per epoch while the baseline still trains, the
+    controller's decisions in the console and in app.log, the epoch total the planned end, the
+    freeze's message once per change."""
+    import time
+
+    out = tmp_path / "stdout.txt"
+    folder = tmp_path / "run"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen([*cli, f"hydra.run.dir={folder}", "trainer.max_epochs=3", "pruning=two_phase",
+                                 "pruning.fit.max_epochs=8", "pruning.controller.final_epochs=1",
+                                 "pruning.controller.max_steps=2", "measure.latency=false"],
+                                stdout=stdout, stderr=subprocess.DEVNULL, text=True)
+        seen_while_training = False
+        while proc.poll() is None:
+            text = out.read_text()
+            if "epoch 1/3:" in text and "epoch 3/3:" not in text:
+                seen_while_training = True  # the baseline's first epoch, before its fit ended
+            time.sleep(0.2)
+    assert proc.returncode == 0
+    assert seen_while_training
+    lines = out.read_text().splitlines()
+    epochs = [line.split("epoch ", 1)[1].split(":")[0] for line in lines if "][pl_pruning][INFO] - epoch " in line]
+    assert epochs[:3] == ["1/3", "2/3", "3/3"]  # the baseline fit
+    pruning_epochs = [tuple(map(int, e.split("/"))) for e in epochs[3:]]
+    assert pruning_epochs[-1][0] == pruning_epochs[-1][1] < 8  # the bar's end is where the fit ended, not max_epochs
+    decisions = [line for line in lines if "[PhaseController]" in line]
+    assert any("baseline" in line for line in decisions) and any("accepted" in line or "rolled back" in line
+                                                                 for line in decisions)
+    log = (folder / "app.log").read_text()
+    assert all(line.split(" - ", 1)[1] in log for line in decisions)
+    freeze = [line.split(" - ", 1)[1] for line in lines if "[MaxEntropyFreeze]" in line]
+    assert freeze and all(a != b for a, b in zip(freeze, freeze[1:]))  # once per change
