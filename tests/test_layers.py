@@ -12,6 +12,7 @@ PACKAGE = ROOT / "pl_pruning"
 
 # Top floor first; names on one floor import none of each other.
 FLOORS = [
+    ["recipes"],
     ["cli"],
     ["callbacks"],
     ["reports", "module"],
