@@ -52,12 +52,21 @@ class ConsoleHandler(logging.StreamHandler):
 
 def console_if_unconfigured() -> None:
     """Used from Python with no logging configured, print ``pl_pruning``'s INFO lines to
-    stderr (as Lightning does for its own); an application that configures logging (the
-    ``pl-prune`` app, Hydra) receives them through the root logger instead."""
-    if not logging.getLogger().hasHandlers() and not logger.handlers:
+    stderr (as Lightning does for its own); where the root logger has handlers (the
+    ``pl-prune`` app's Hydra, pytest, an application's own setup) they receive the records
+    instead, as every record still propagates."""
+    if not any(isinstance(h, _WhenUnconfigured) for h in logger.handlers):
         logger.setLevel(logging.INFO)
-        logger.addHandler(ConsoleHandler("stderr"))
-        logger.propagate = False
+        logger.addHandler(_WhenUnconfigured("stderr"))
+
+
+class _WhenUnconfigured(ConsoleHandler):
+    """Prints only while the root logger has no handler of its own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
 
 LOG_PREFIX = "entropy_stats"  # EntropyStatistics' keys: entropy_stats/<layer>/<criterion>_<mean|min|max>
 
