@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from hydra.errors import MissingConfigException
 
-from pl_pruning import Distillation, EntropyStatistics, MaxEntropyFreeze, PhaseController, PlPruningError
+from pl_pruning import (
+    Distillation,
+    EntropyStatistics,
+    MaxEntropyFreeze,
+    PhaseController,
+    PlPruningError,
+)
 from pl_pruning.recipes import recipe
 
 

@@ -270,11 +270,11 @@ class PhaseController(Callback):
         table, model = self.run.latency_table, None
         if trainer.is_global_zero:
             if table is None:
-                rank_zero_info("[PhaseController] measuring the latency table ...")
+                info("[PhaseController] measuring the latency table ...")
                 model = LatencyModel.build(pl_module, settings, self.ignored_layers)
                 table = model.table.to_dict()
-                rank_zero_info(f"[PhaseController] latency table measured in {model.table.fit_s:.0f} s: "
-                               f"{model.table.reference_ms:.2f} ms per batch on {model.runtime.name}")
+                info(f"[PhaseController] latency table measured in {model.table.fit_s:.0f} s: "
+                     f"{model.table.reference_ms:.2f} ms per batch on {model.runtime.name}")
             else:
                 accepted = self.run.accepted["record"].get("latency_ms") if self.run.accepted else None
                 here = accepted is not None and not settings.get("table")
