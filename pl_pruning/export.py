@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Tensor, *,
         atol: the largest max abs difference accepted by the check, >= 0.
 
     Raises:
-        PlPruningError: the ONNX packages are missing, or ``atol < 0``.
+        PlPruningError: the ONNX packages are missing, ``atol < 0``, or ``path`` is a folder.
         RuntimeError: ONNX Runtime's outputs differ from PyTorch's by more than ``atol``
             (the exported file does not compute what the model computes).
 
@@ -78,6 +79,9 @@ def export_onnx(model: nn.Module, path: str | Path, example_inputs: Tensor, *,
         export_onnx(pruned_net, "pruned.onnx", torch.zeros(1, 3, 32, 32)).max_abs_diff
     """
     check_number("atol", atol, 0.0)
+    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
+        raise PlPruningError(f"path={str(path)!r} is a folder; give the .onnx file to write (such as "
+                             f"{str(Path(path) / 'model.onnx')!r})")
     _require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,9 +52,7 @@ class ImageClassifier(L.LightningModule):
                  nesterov: bool = True, scheduler: str = "cosine", step_size: int = 30,
                  gamma: float = 0.1) -> None:
         super().__init__()
-        check_choice("optimizer", optimizer, OPTIMIZERS)
-        check_choice("scheduler", scheduler, SCHEDULERS)
-        check_number("lr", lr, 0.0, low_open=True)
+        self.check_optimization(optimizer=optimizer, lr=lr, scheduler=scheduler)
         if isinstance(net, Mapping):
             net = build_model(**net)
         spec = model_spec(net)
@@ -71,6 +69,20 @@ class ImageClassifier(L.LightningModule):
             self.example_input_array = torch.zeros(1, *input_shape)
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    @staticmethod
+    def check_optimization(**settings: Any) -> None:
+        """The optimizer settings given (``optimizer``, ``lr``, ``scheduler``), checked as
+        the constructor checks them; for settings changed later (a fine-tuning LR).
+
+        Raises:
+            PlPruningError: an unknown optimizer or scheduler, or ``lr <= 0``."""
+        if "optimizer" in settings:
+            check_choice("optimizer", settings["optimizer"], OPTIMIZERS)
+        if "scheduler" in settings:
+            check_choice("scheduler", settings["scheduler"], SCHEDULERS)
+        if "lr" in settings:
+            check_number("lr", settings["lr"], 0.0, low_open=True)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

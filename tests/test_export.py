@@ -59,3 +59,10 @@ def test_mismatch_beyond_atol_is_an_error_and_a_negative_atol_bad_input(tmp_path
     with pytest.raises(RuntimeError, match=r"differ from PyTorch.s by 0.5 > atol=0.0001") as err:
         export_onnx(net, tmp_path / "n.onnx", x, dynamo=False)
     assert not isinstance(err.value, PlPruningError)
+
+
+def test_export_to_a_folder_is_refused(tmp_path):
+    net = build_model("small_cnn", in_channels=1)
+    with pytest.raises(PlPruningError, match=r"path='.*' is a folder; give the .onnx file to write"):
+        export_onnx(net, tmp_path, torch.zeros(1, 1, 8, 8))
+    assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from pl_pruning.callbacks import loops
 from pl_pruning.callbacks.logs import info, log_record, warn_untraceable, write_report
@@ -22,9 +22,10 @@ from pl_pruning.measure import channel_counts
 from pl_pruning.pruning import optimizer_state, run_state
 from pl_pruning.pruning.latency import LatencyModel, LatencyTable
 from pl_pruning.pruning.planner import MEAN_KEY
+from pl_pruning.pruning.preflight import Preflight, preflight
 from pl_pruning.pruning.pruner import Pruner
 from pl_pruning.pruning.run_state import Phase, RunState, StepRecord
-from pl_pruning.pruning.schedule import Decision, Network, Schedule, cosine_factor
+from pl_pruning.pruning.schedule import Decision, Network, Schedule, cosine_factor, target_in_macs
 from pl_pruning.scoring import DEFAULT_CRITERION, get_criterion
 from pl_pruning.structure.batches import example_input
 from pl_pruning.structure.graph import resolve_ignored
@@ -110,11 +111,17 @@ class PhaseController(Callback):
             ``round_to="auto"``: the multiple the latency table measured to pay on its runtime
             (None when none did).
         report_dir: where the report goes (default ``trainer.default_root_dir``).
+        on_unprunable: what a fit that cannot prune does (:meth:`preflight`: no group can
+            lose a filter, ``target_macs`` out of reach, no epochs for a step):
+            ``"error"`` refuses it before any epoch; ``"warn"`` warns, runs (the network
+            is returned as it was, or as far as it can be pruned) and records why in
+            ``report()["preflight"]``.
 
     Raises:
         PlPruningError: a bad argument (at construction); at setup, what the fit lacks (a
             validation loop, EntropyStatistics for a data criterion, a layer an
-            ``ignored_layers`` entry matches); a ``monitor`` never logged.
+            ``ignored_layers`` entry matches), a fit that cannot prune (:meth:`preflight`,
+            unless ``on_unprunable="warn"``); a ``monitor`` never logged.
 
     Example::
 
@@ -127,7 +134,7 @@ class PhaseController(Callback):
     def __init__(self, criterion: str = DEFAULT_CRITERION, *, screen_batches: int = 4,
                  finetune_schedule: str = "cosine", step_lr: float = 1.0, monitor: str = "val_acc",
                  compensate: bool = True, ignored_layers: Iterable[str] = (), report_dir: str | None = None,
-                 latency: Mapping[str, Any] | None = None, **settings: Any) -> None:
+                 latency: Mapping[str, Any] | None = None, on_unprunable: str = "error", **settings: Any) -> None:
         # The decision rule's settings (phases ... round_to) are declared once, with their
         # defaults and checks, as the fields of Schedule; the signature lists them (below).
         unknown = sorted(set(settings) - _SETTINGS)
@@ -136,6 +143,8 @@ class PhaseController(Callback):
                                  + ", ".join(inspect.signature(type(self)).parameters))
         self.criterion_name = get_criterion(criterion).name  # validates the name
         self.monitor, self.report_dir = monitor, report_dir
+        self.on_unprunable = check_choice("on_unprunable", on_unprunable, ("error", "warn"))
+        self.preflight_result: Preflight | None = None
         self.finetune_schedule = check_choice("finetune_schedule", finetune_schedule, ("cosine", "constant"))
         self.step_lr = check_number("step_lr", step_lr, 0, high=1, low_open=True)
         auto_round = settings.get("round_to") == "auto"  # the latency table picks it
@@ -148,6 +157,12 @@ class PhaseController(Callback):
                            f"scores on one scale for the global phase's ranking, and phases="
                            f"{self.schedule.phases} has no global phase")
         self.screen_batches = check_int("screen_batches", screen_batches, 1)
+        mode = self.schedule.mode
+        backwards = {"max": ("loss", "err"), "min": ("acc", "f1", "auroc", "precision", "recall")}[mode]
+        if any(word in monitor.lower() for word in backwards):
+            rank_zero_warn(f"[PhaseController] mode={mode!r} with monitor={monitor!r}: {monitor} reads as a "
+                           f"metric where {'lower' if mode == 'max' else 'higher'} is better, so every step "
+                           f"would be judged backwards; set mode={'min' if mode == 'max' else 'max'!r}")
         self.pruner = Pruner(check_names("ignored_layers", ignored_layers), self.schedule.min_channels,
                              self.schedule.round_to, check_bool("compensate", compensate))
         self._tracked = {self.criterion_name}
@@ -216,16 +231,51 @@ class PhaseController(Callback):
                 f"criterion {needs_data[0]!r} is computed from activation statistics: add "
                 "EntropyStatistics() to the Trainer's callbacks, or choose a data-free criterion (l1, random)")
         loops.require_validation_every_epoch(trainer, pl_module)
-        adapt_shapes_on_load(pl_module)  # fit(ckpt_path=...) after a surgery: the pruned shapes first
         resolve_ignored(pl_module, self.ignored_layers)  # a bad entry fails now, not after an epoch
-        if example_input(pl_module) is not None:
-            warn_untraceable(self.pruner.graph(pl_module).untraceable)
+        if example_input(pl_module) is not None and self.preflight_result is None:
+            self.preflight(pl_module, trainer.max_epochs)
+        adapt_shapes_on_load(pl_module)  # fit(ckpt_path=...) after a surgery: the pruned shapes first
+
+    def preflight(self, pl_module: nn.Module, max_epochs: int | None = None) -> Preflight:
+        """What this run can prune of ``pl_module`` (as given, with ``example_input_array``),
+        checked before any training: every coupled group and the filters it can lose under
+        ``min_channels`` and ``round_to``, whether ``target_macs`` is within reach and
+        whether ``max_epochs`` leaves room for one step. ``fit`` calls it in ``setup``
+        (or at the first validation batch, for a module without ``example_input_array``);
+        the app calls it before the baseline trains.
+
+        Raises:
+            PlPruningError: the run cannot prune (the reason named: the grouped convolution,
+                the ``min_channels``, the target, the budget), unless ``on_unprunable="warn"``;
+                an ``ignored_layers`` entry that matches nothing.
+        """
+        resolve_ignored(pl_module, self.ignored_layers)
+        graph = self.pruner.graph(pl_module)
+        warn_untraceable(graph.untraceable)
+        s = self.schedule
+        result = preflight(graph, min_channels=s.min_channels, round_to=s.round_to,
+                           target_macs=target_in_macs(s.target_macs, graph.macs))
+        if (result.reason is None and max_epochs is not None and max_epochs > 0 and s.finetune_epochs > 0
+                and s.finetune_epochs + s.final_epochs > max_epochs):
+            result.reason = (f"max_epochs={max_epochs} leaves no room for a step: each needs finetune_epochs="
+                             f"{s.finetune_epochs} and then the final fine-tune final_epochs={s.final_epochs}")
+        self.preflight_result = result
+        if result.reason is not None:
+            if self.on_unprunable == "error":
+                raise PlPruningError(f"{result.reason}; to run anyway, set on_unprunable='warn'")
+            rank_zero_warn(f"[PhaseController] nothing will be pruned: {result.reason}")
+        else:
+            summary = result.summary()
+            info(f"[PhaseController] pre-flight: {summary['prunable_groups']} of {summary['groups']} "
+                 f"coupled groups prunable, up to {summary['filters_removable']} of {summary['filters']} filters")
+        return result
 
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
         if example_input(pl_module) is None:  # no example_input_array: the first batch's input
             pl_module.example_input_array = example_input(pl_module, batch)
-            warn_untraceable(self.pruner.graph(pl_module).untraceable)
+            if self.preflight_result is None:
+                self.preflight(pl_module, trainer.max_epochs)
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loops.monitored_value(trainer, self.monitor)  # fails early, before any training, on a wrong key
@@ -314,6 +364,7 @@ class PhaseController(Callback):
         if not math.isfinite(metric):
             rank_zero_warn(f"[PhaseController] {self.monitor}={metric}: the step is rolled back")
         if self.run.phase is Phase.BASELINE:
+            self._warn_if_out_of_scale(metric)
             self.run.noise = loops.noise_at_bound(trainer, metric, self.schedule.max_drop, self.schedule.mode, self.monitor)
         self.pruner.refresh(self.run.scores, pl_module, self._tracked,
                             self._statistics.collected if self._statistics is not None else None)
@@ -330,6 +381,14 @@ class PhaseController(Callback):
             done = 0 if self._before_training else trainer.current_epoch + 1
             decision = self.schedule.decide(self.run, metric, net, done, trainer.max_epochs)
         self._apply(trainer, pl_module, trainer.strategy.broadcast(decision, src=0))
+
+    def _warn_if_out_of_scale(self, metric: float) -> None:
+        """A metric outside [0, 1] (accuracy in percent) with a fractional ``max_drop``: every
+        step's drop would be measured in other units than the bound."""
+        if math.isfinite(metric) and not 0.0 <= metric <= 1.0 and "loss" not in self.monitor.lower():
+            rank_zero_warn(f"[PhaseController] {self.monitor}={metric:.4g} is outside [0, 1] while max_drop="
+                           f"{self.schedule.max_drop} is a fraction: a drop of 1 point in percent already "
+                           f"exceeds it, so every step would be rolled back; log {self.monitor} as a fraction")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run = self.run
@@ -371,7 +430,11 @@ class PhaseController(Callback):
             window = self.schedule.window(run)
             # the last epoch of the fit: the next ``window`` epochs (from epoch 0 when judged before training)
             self._last_epoch = trainer.current_epoch + window - (1 if self._before_training else 0)
-            info(f"[PhaseController] final fine-tune of the accepted network ({window} epochs)")
+            done = 0 if self._before_training else trainer.current_epoch + 1
+            left = window if not trainer.max_epochs or trainer.max_epochs < 0 else min(window, trainer.max_epochs - done)
+            cut = f", {window - left} cut by max_epochs={trainer.max_epochs}" if left < window else ""
+            info(f"[PhaseController] final fine-tune of the accepted network: {left} "
+                 f"epoch{'s' if left != 1 else ''} left{cut}")
         if d.finish:
             self._finish(trainer, pl_module, d.metric if d.judged is None else run.accepted["record"]["metric"])
 
@@ -443,9 +506,12 @@ class PhaseController(Callback):
         if self.run.latency_table is not None:
             rt = self.run.latency_table["runtime"]
             latency["latency_runtime"] = {k: rt[k] for k in ("name", "batch_size", "num_threads")}
-        return run_state.summarize(self.run, monitor=self.monitor, mode=self.schedule.mode,
-                                   criterion=self.criterion_name, phases=self.schedule.phases,
-                                   max_drop=self.schedule.max_drop, target_macs=self.schedule.target_macs, **latency)
+        report = run_state.summarize(self.run, monitor=self.monitor, mode=self.schedule.mode,
+                                     criterion=self.criterion_name, phases=self.schedule.phases,
+                                     max_drop=self.schedule.max_drop, target_macs=self.schedule.target_macs, **latency)
+        if self.preflight_result is not None:
+            report["preflight"] = self.preflight_result.summary()
+        return report
 
     def _write_report(self, trainer: L.Trainer, pl_module: L.LightningModule, interrupted: bool = False) -> None:
         channels = {"before": self.run.baseline_channels, "after": channel_counts(pl_module, convs_only=True)}

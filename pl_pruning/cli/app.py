@@ -41,6 +41,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -50,8 +51,15 @@ from pl_pruning.callbacks import PhaseController
 from pl_pruning.callbacks.logs import ConsoleHandler
 from pl_pruning.callbacks.progress import EpochLines
 from pl_pruning.checkpoint import load_weights, read_state_dict, save_pruned
-from pl_pruning.cli.checks import check_run_config
+from pl_pruning.cli.checks import (
+    MonitorIsLogged,
+    check_output_folders,
+    check_pruning_fit,
+    check_run_config,
+    check_run_folder,
+)
 from pl_pruning.cli.ddp_hydra import ddp_ranks_join_this_job
+from pl_pruning.cli.keys import keyed
 from pl_pruning.cli.objective import Objective
 from pl_pruning.cli.pruning_node import pruning_callbacks
 from pl_pruning.errors import PlPruningError, choice_error
@@ -61,13 +69,16 @@ from pl_pruning.module import ImageClassifier
 
 
 def _instantiate(cfg: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets our own errors through unwrapped."""
+    """``hydra.utils.instantiate`` that lets our own errors through unwrapped, and
+    Lightning's refusals of a setting (``trainer.devices=0``) as ours, in one line."""
     try:
         return instantiate(cfg, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, PlPruningError):
             raise cause from None
+        if isinstance(cause, MisconfigurationException):
+            raise PlPruningError(" ".join(str(cause).split())) from None
         raise
 
 
@@ -141,13 +152,15 @@ def _prune(cfg: DictConfig, classifier: ImageClassifier, datamodule: L.Lightning
     callbacks += [ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=1, monitor=None,
                                   enable_version_counter=False)]
     callbacks += [c for c in _instantiate_all(cfg.get("callbacks")) if not isinstance(c, ModelCheckpoint)]
-    # Fine-tuning has its own learning rate; the schedule is rebuilt after every surgery.
+    # Fine-tuning has its own learning rate (checked by check_pruning_fit); the schedule is
+    # rebuilt after every surgery.
     classifier.hparams.lr = pruning.fit.lr
     classifier.hparams.scheduler = pruning.fit.scheduler
     trainer: L.Trainer = _instantiate(cfg.trainer, **_with_progress(callbacks), max_epochs=pruning.fit.max_epochs,
                                       logger=_instantiate_all(cfg.get("logger")) or False,
                                       num_sanity_val_steps=0)
-    trainer.fit(classifier, datamodule=datamodule, ckpt_path=_resume_from(folder))
+    with keyed(pruning.controller, ["monitor"], only_these=True):  # with model.checkpoint, the first check of monitor
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=_resume_from(folder))
     return trainer
 
 
@@ -163,17 +176,35 @@ def _resume_from(folder: Path) -> str | None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One job of the app; returns what it writes to ``results.json``."""
+    # Everything is checked before any training, through the objects the run builds.
     check_run_config(cfg)
     _route_logs()
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    datamodule = _instantiate(cfg.data)
-    classifier = build_classifier(cfg, datamodule)
-    # Built before any training, so that a bad pruning option fails at once.
+    with keyed(cfg.data):
+        datamodule = _instantiate(cfg.data)
+    with keyed(cfg.model):
+        classifier = build_classifier(cfg, datamodule)
     pruners = pruning_callbacks(cfg.get("pruning"), cfg.get("measure"))
+    checks: list[Any] = []
+    if pruners:
+        check_pruning_fit(cfg.pruning.fit)
+        controller = next(c for c in pruners if isinstance(c, PhaseController))
+        # before the baseline trains; its reasons name the controller's keys and the fit's epochs
+        with keyed("pruning", {**{str(k): f"controller.{k}" for k in cfg.pruning.controller},
+                               "max_epochs": "fit.max_epochs"}):
+            controller.preflight(classifier, cfg.pruning.fit.max_epochs)
+        checks.append(MonitorIsLogged(controller.monitor, cfg.pruning.controller))
     objective = Objective.from_config(cfg.get("objective"))
-    trainer: L.Trainer = _instantiate(cfg.trainer, **_with_progress(_instantiate_all(cfg.get("callbacks"))),
-                                      logger=_instantiate_all(cfg.get("logger")) or False)
+    with keyed(cfg.data):  # the data module's own checks (a scan of the images), before any training
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    with keyed(cfg.trainer):
+        trainer: L.Trainer = _instantiate(cfg.trainer, **_with_progress(_instantiate_all(cfg.get("callbacks")) + checks),
+                                          logger=_instantiate_all(cfg.get("logger")) or False,
+                                          **({"num_sanity_val_steps": 1} if checks and
+                                             cfg.trainer.get("num_sanity_val_steps") == 0 else {}))
+    check_run_folder(out_dir, cfg, classifier)
     # The best epoch is the monitored checkpoint's; last.ckpt (written every epoch) is in the same folder.
     checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
     ckpt = next((c for c in checkpoints if c.monitor), checkpoints[0] if checkpoints else None)
@@ -186,7 +217,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"baseline": _test_and_measure(trainer, classifier, datamodule, cfg)}
     results["baseline"]["checkpoint"] = best or cfg.model.get("checkpoint")
     if pruners:
-        controller = next(c for c in pruners if isinstance(c, PhaseController))
         trainer = _prune(cfg, classifier, datamodule, out_dir, pruners)
         pruned = _test_and_measure(trainer, classifier, datamodule, cfg)
         results["pruned"] = pruned
@@ -276,7 +306,7 @@ def check_overrides(args: Sequence[str]) -> None:
             continue
         for value in values:
             if isinstance(value, str) and value not in CRITERIA:
-                raise choice_error("criterion", value, CRITERIA)
+                raise choice_error("pruning.controller.criterion", value, CRITERIA)
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path="pkg://pl_pruning.conf", config_name="config")(task)
@@ -286,6 +316,7 @@ def main() -> None:
     """``pl-prune`` / ``python -m pl_pruning``: Hydra's command line around :func:`task`."""
     try:
         check_overrides(sys.argv[1:])
+        check_output_folders(sys.argv[1:])
     except PlPruningError as err:
         raise _bad_input(err) from None
     _hydra_main()

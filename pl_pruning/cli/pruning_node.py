@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pl_pruning.callbacks import Distillation, EntropyStatistics, MaxEntropyFreeze, PhaseController
+from pl_pruning.cli.keys import keyed
 
 __all__ = ["PRUNING_CALLBACKS", "pruning_callbacks", "pruning_on"]
 
@@ -42,5 +43,6 @@ def pruning_callbacks(node: DictConfig | None, measure: DictConfig | None = None
         if arguments is True:
             arguments = {}
         if arguments is not None and arguments is not False:
-            callbacks.append(cls(**arguments))
+            with keyed(node[name], list(arguments)):  # a bad argument named by its full key
+                callbacks.append(cls(**arguments))
     return callbacks

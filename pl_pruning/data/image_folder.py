@@ -11,14 +11,19 @@ Works with the CIFAR-10 JPEG copy (``cifar10/train``, ``cifar10/test``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -30,7 +35,8 @@ from pl_pruning.data.base import (
 )
 from pl_pruning.data.transforms import CIFAR10_MEAN, CIFAR10_STD, cifar_transforms
 from pl_pruning.errors import PlPruningError
-from pl_pruning.validate import check_fraction, check_int
+from pl_pruning.files import write_text_atomic
+from pl_pruning.validate import check_bool, check_fraction, check_int
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -87,6 +93,28 @@ def find_tree_root(folder: Path) -> Path:
     return folder
 
 
+def undecodable_images(paths: Sequence[str], loader: Callable[[str], Any], cache_dir: Path) -> dict[str, str]:
+    """``{path: why}`` for every image of ``paths`` that ``loader`` cannot decode. The
+    answer is cached in ``cache_dir/scans`` under the list's fingerprint (each file's
+    path, size and modification time), so an unchanged tree is decoded once."""
+    fingerprint = hashlib.sha1()
+    for path in paths:
+        st = os.stat(path)
+        fingerprint.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    cached = cache_dir / "scans" / f"{fingerprint.hexdigest()}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    bad: dict[str, str] = {}
+    for path in paths:
+        try:
+            loader(path)
+        except Exception as err:  # noqa: BLE001 - any failure to decode is the file's
+            bad[path] = f"{type(err).__name__}: {err}"
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs a scan
+        write_text_atomic(cached, json.dumps(bad))
+    return bad
+
+
 def _has_images(folder: Path) -> bool:
     return any(f.suffix.lower() in IMG_EXTENSIONS for f in folder.rglob("*") if f.is_file())
 
@@ -124,6 +152,15 @@ class ImageFolderDataModule(ClassificationDataModule):
         split_seed: the seed of the splits alone. A network trained on one split and
             pruned under other seeds must keep that split: under another, its validation
             set would be images it trained on.
+        skip_undecodable: ``setup`` decodes every image of the splits once (the result is
+            cached beside the extracted archives, keyed by the files' sizes and times), so a
+            corrupt or empty file is found before training instead of failing a loader
+            worker mid-epoch. ``False`` refuses such a tree, naming the files; ``True``
+            leaves them out with a warning that names them.
+
+    Raises:
+        PlPruningError: a bad argument; (in ``setup``) images that cannot be decoded,
+            unless ``skip_undecodable``.
     """
 
     def __init__(self, root: str, cache_dir: str | None = None,
@@ -132,7 +169,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                  augment: bool = True, mean: Sequence[float] = CIFAR10_MEAN,
                  std: Sequence[float] = CIFAR10_STD, batch_size: int = 128,
                  eval_batch_size: int | None = None, num_workers: int = 2, seed: int = 0,
-                 split_seed: int | None = None) -> None:
+                 split_seed: int | None = None, skip_undecodable: bool = False) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         self.split_seed = seed if split_seed is None else check_int("split_seed", split_seed, 0)
         if root is None or str(root) in ("", "???"):
@@ -154,7 +191,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.eval_samples_per_class = eval_samples_per_class
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.image_size = image_size
+        self.image_size = check_int("image_size", image_size, 1)
+        self.skip_undecodable = check_bool("skip_undecodable", skip_undecodable)
         self.train_tf, self.eval_tf = cifar_transforms(image_size, augment, mean, std)
         self._tree: Path | None = None
         self._classes: list[str] | None = None
@@ -231,4 +269,20 @@ class ImageFolderDataModule(ClassificationDataModule):
                 raise PlPruningError(f"class folders of {dirs[name]} differ from those of the training split")
             idx = self._subset(folder, np.arange(len(folder)), self.eval_samples_per_class, 1)
             views[name] = _Transformed(folder, idx, transform)
+        self._leave_out_undecodable(list(views.values()))
         self.train_set, self.val_set, self.test_set = views["train"], views["val"], views["test"]
+
+    def _leave_out_undecodable(self, views: list[_Transformed]) -> None:
+        paths = sorted({view.base.samples[i][0] for view in views for i in view.indices})
+        bad = undecodable_images(paths, views[0].base.loader, self.cache_dir)
+        if not bad:
+            return
+        first = next(iter(bad))
+        listed = f"{first} ({bad[first]})" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+        if not self.skip_undecodable:
+            raise PlPruningError(f"{len(bad)} image(s) under root cannot be decoded: {listed}; replace or remove "
+                                 "them, or set skip_undecodable=true to leave them out")
+        rank_zero_warn(f"[ImageFolderDataModule] left out {len(bad)} image(s) that cannot be decoded: "
+                       f"{', '.join(list(bad)[:5])}{' ...' if len(bad) > 5 else ''}")
+        for view in views:
+            view.indices = [i for i in view.indices if view.base.samples[i][0] not in bad]

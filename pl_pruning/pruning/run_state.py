@@ -62,7 +62,9 @@ class StepRecord:
         where = f" on {self.layer}" if self.layer else ""
         screened = f" ({self.screened_out} larger screened out)" if self.screened_out else ""
         versus = f" from {self.reference:.4f}" if self.reference is not None else ""
-        return (f"{self.phase} step {self.step:.3f}{where}{screened}: {monitor}={self.metric:.4f} "
+        size = (f"{self.removed} filters ({self.step:.1%} of the MACs)" if self.layer is None
+                else f"{self.removed} filters ({self.step:.1%} of the group)")
+        return (f"{self.phase} step of {size}{where}{screened}: {monitor}={self.metric:.4f} "
                 f"drop={self.drop:+.4f}{versus} MACs={self.macs / 1e6:.2f}M{self._latency_text()} -> "
                 f"{'accepted' if self.accepted else 'rolled back'}")
 

@@ -33,6 +33,7 @@ leaves), and a final network that misses the bound is replaced by the last accep
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -43,7 +44,14 @@ from pl_pruning.pruning.latency import TargetLatency, parse_target_latency
 from pl_pruning.pruning.run_state import PHASES, PRUNING, Phase, RunState, StepRecord
 from pl_pruning.scoring import NORMALIZATIONS
 from pl_pruning.structure.graph import NetworkGraph
-from pl_pruning.validate import check_bool, check_choice, check_fraction, check_int, check_number
+from pl_pruning.validate import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_number,
+    is_number,
+)
 
 __all__ = ["MAX_STEP", "Decision", "Network", "Schedule", "cosine_factor"]
 
@@ -138,8 +146,7 @@ class Schedule:
     mode: str = setting("max", _choice("max", "min"))
     normalize: str = setting("per-layer", lambda name, value: check_choice(name, value, NORMALIZATIONS))
     layer_order: str = setting("by_score", lambda name, value: check_choice(name, value, list(planner.LAYER_ORDERS)))
-    target_macs: float | None = setting(None, lambda name, value: check_number(name, value, 0, low_open=True,
-                                                                               optional=True))
+    target_macs: float | str | None = setting(None, lambda name, value: check_target_macs(value))
     target_latency: TargetLatency | str | None = setting(None, lambda name, value: parse_target_latency(value))
     max_steps: int | None = setting(None, _integer(1, optional=True))
     min_channels: int = setting(1, _integer(1))
@@ -386,9 +393,39 @@ class Schedule:
         return True
 
 
-def target_in_macs(target_macs: float | None, baseline_macs: float) -> float | None:
-    """``target_macs`` in MACs per sample: above 1 it is already, at most 1 it is a fraction
-    of ``baseline_macs``; None (no target) stays None."""
+_ABSOLUTE_MACS = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([kmg]?)\s*(?:macs?)?\s*$", re.I)
+_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def check_target_macs(value: Any) -> float | str | None:
+    """``target_macs`` as given: ``None`` (no target), a fraction of the baseline's MACs in
+    ``(0, 1]``, or MACs per sample written as a string with a unit (``"12M"``,
+    ``"350k MACs"``, ``"3.5e6 MACs"``). A bare number above 1 is refused: it would have to
+    be read as absolute MACs, a silent switch from the fraction a user most likely meant.
+
+    Raises:
+        PlPruningError: anything else, named with both forms."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        hit = _ABSOLUTE_MACS.match(value)
+        if hit and float(hit[1]) * _UNITS[hit[2].lower()] >= 1:
+            return value
+    elif is_number(value) and 0 < value <= 1:
+        return float(value)
+    raise PlPruningError(f"target_macs must be a fraction of the baseline's MACs in (0, 1], or MACs per sample "
+                         f"as a string with a unit (such as '12M' or '3.5e6 MACs'), got {value!r}")
+
+
+def target_in_macs(target_macs: float | str | None, baseline_macs: float) -> float | None:
+    """``target_macs`` in MACs per sample: a fraction (at most 1) of ``baseline_macs``, or
+    absolute MACs (a string with a unit; a number above 1 in a report written before the
+    string form); None (no target) stays None."""
     if target_macs is None:
         return None
+    if isinstance(target_macs, str):
+        hit = _ABSOLUTE_MACS.match(target_macs)
+        if hit is None:
+            raise PlPruningError(f"target_macs {target_macs!r} is not MACs per sample with a unit")
+        return float(hit[1]) * _UNITS[hit[2].lower()]
     return target_macs if target_macs > 1 else target_macs * baseline_macs

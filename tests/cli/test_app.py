@@ -64,8 +64,9 @@ BAD_INPUT = [
     (["data=image_folder", "data.root=/no/such/dir"], "data.root='/no/such/dir' does not exist"),
     (["model=nonexistent"], "Could not find 'model/nonexistent'"),
     (["data=imagenet"], "Available options in 'data'"),
-    (["pruning.controller.criterion=entropyy"], "unknown criterion 'entropyy'; choose one of: conditional_entropy"),
-    (["pruning.controller.max_drop=1.5"], "max_drop must be in (0, 1), got 1.5"),
+    (["pruning.controller.criterion=entropyy"],
+     "unknown pruning.controller.criterion 'entropyy'; choose one of: conditional_entropy"),
+    (["pruning.controller.max_drop=1.5"], "pruning.controller.max_drop must be in (0, 1), got 1.5"),
     (["trainer.max_epochs=0"], "trainer.max_epochs must be an integer >= 1 to train the baseline, got 0"),
     (["data=image_folder"], "data.root must be given (the folder or .tar.gz of the images)"),
 ]

@@ -198,12 +198,15 @@ def test_every_setting_has_one_short_name(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("pruning.controller.min_channels=0", "min_channels must be an integer >= 1, got 0"),
-    ("pruning.statistics.num_bins=1", "num_bins must be an integer >= 2, got 1"),
-    ("pruning.freeze.fraction=1.5", r"fraction must be in \[0, 1\), got 1.5"),
+    ("pruning.controller.min_channels=0", "^pruning.controller.min_channels must be an integer >= 1, got 0"),
+    ("pruning.statistics.num_bins=1", "^pruning.statistics.num_bins must be an integer >= 2, got 1"),
+    ("pruning.freeze.fraction=1.5", r"^pruning.freeze.fraction must be in \[0, 1\), got 1.5"),
+    ("pruning.controller.criterion=entropyy", r"^unknown pruning.controller.criterion 'entropyy'"),
+    ("pruning.distill.temperature=0", r"^pruning.distill.temperature must be"),
 ])
 def test_bad_values_under_every_name_are_bad_input(override, message):
-    with pytest.raises(PlPruningError, match=message):  # the app prints it as one line, exit 2
+    """Each is named by the user's full key (the app prints it as one line, exit 2)."""
+    with pytest.raises(PlPruningError, match=message):
         pruning_callbacks(_compose(override).pruning)
 
 

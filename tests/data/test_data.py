@@ -199,3 +199,28 @@ def test_an_archive_that_cannot_be_read_is_named(tmp_path, content):
     with pytest.raises(PlPruningError, match="is not a readable archive"):
         _ = ImageFolderDataModule(root=archive, cache_dir=tmp_path / "cache").num_classes
     assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]  # nothing half-made
+
+
+def test_undecodable_images_are_found_before_training(tmp_path):
+    """A zero-byte and a truncated image: refused at setup with a path, or left out with
+    ``skip_undecodable``; the scan is cached by the files' sizes and times."""
+    tree, cache = tmp_path / "tree", tmp_path / "cache"
+    _make_tree(tree, per_class=6)
+    empty, truncated = tree / "train" / "cat" / "0.jpg", tree / "test" / "dog" / "1.jpg"
+    empty.write_bytes(b"")
+    truncated.write_bytes(truncated.read_bytes()[:30])
+    with pytest.raises(PlPruningError, match=r"^2 image\(s\) under root cannot be decoded: .*\.jpg \(.*"
+                                             r"set skip_undecodable=true to leave them out"):
+        ImageFolderDataModule(root=str(tree), cache_dir=str(cache), image_size=8, num_workers=0).setup()
+    assert len(list((cache / "scans").glob("*.json"))) == 1
+    dm = ImageFolderDataModule(root=str(tree), cache_dir=str(cache), image_size=8, num_workers=0,
+                               skip_undecodable=True)
+    with pytest.warns(UserWarning, match="left out 2 image"):
+        dm.setup()
+    kept = {dm.train_set.base.samples[i][0] for i in dm.train_set.indices} | \
+        {dm.test_set.base.samples[i][0] for i in dm.test_set.indices}
+    assert str(empty) not in kept and str(truncated) not in kept
+    assert len(dm.train_set) + len(dm.val_set) == 17 and len(dm.test_set) == 17
+    next(iter(dm.train_dataloader()))  # every image left decodes
+    with pytest.raises(PlPruningError, match="image_size must be an integer >= 1, got 0"):
+        ImageFolderDataModule(root=str(tree), image_size=0)
