@@ -43,6 +43,6 @@ def pruning_callbacks(node: DictConfig | None, measure: DictConfig | None = None
         if arguments is True:
             arguments = {}
         if arguments is not None and arguments is not False:
-            with keyed(node[name], list(arguments)):  # a bad argument named by its full key
+            with keyed(f"{node._get_full_key(None)}.{name}", list(arguments)):  # named by its full key
                 callbacks.append(cls(**arguments))
     return callbacks

@@ -137,7 +137,7 @@ def test_data_criterion_needs_entropy_statistics(digits_model):
 
 def test_monitor_never_logged_names_the_logged_keys(digits_model):
     model, dm = copy.deepcopy(digits_model[0]), digits_model[1]
-    tr = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+    tr = L.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, num_sanity_val_steps=1,
                    callbacks=[PhaseController(criterion="l1", monitor="val_accuracy")])
     with pytest.raises(PlPruningError, match=r"monitor='val_accuracy' is not logged; the logged keys are: .*val_acc"):
