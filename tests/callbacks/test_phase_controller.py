@@ -192,7 +192,7 @@ def test_bad_arguments_are_named(kwargs, message):
 
 
 OWN_ARGUMENTS = ["criterion", "screen_batches", "finetune_schedule", "step_lr", "monitor", "compensate",
-                 "ignored_layers", "report_dir", "latency"]
+                 "ignored_layers", "report_dir", "latency", "on_unprunable"]
 
 
 def test_the_signature_is_the_decision_rules_settings_as_declared():
@@ -205,7 +205,7 @@ def test_the_signature_is_the_decision_rules_settings_as_declared():
     for f in settings:
         assert params[f.name].default == f.default and params[f.name].kind is inspect.Parameter.KEYWORD_ONLY
         assert callable(f.metadata["check"]), f.name
-    assert len(params) == 30  # 31 before max_step became schedule.MAX_STEP
+    assert len(params) == 31  # 31 before max_step became schedule.MAX_STEP, 31 again with on_unprunable
     changed = {"phases": ["layerwise"], "global_step": 0.3, "layer_step": 0.1, "min_step": 0.01, "grow": 2.0,
                "max_drop": 0.05, "reference": "accepted", "recheck": False, "screen": True,
                "screen_drop": 0.2, "finetune_epochs": 0, "final_epochs": 5, "fill_budget": True, "mode": "min",
