@@ -74,7 +74,7 @@ def compare(labels: list[str]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| controller | seeds | MACs reduction (mean, min-max) | test acc drop, points (mean, max) | "
+    lines = ["| controller | seeds | MACs reduction (mean, min-max; median) | test acc drop, points (mean, max; median) | "
              "Phase I MACs removed / epoch | Phase II MACs removed / epoch | step epochs | wall time (s) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for label in labels:
@@ -85,11 +85,17 @@ def compare(labels: list[str]) -> None:
         def m(key, rs=rs):
             return statistics.mean(r[key] for r in rs)
 
+        def per_epoch(key, rs=rs):  # None: every step was judged before any epoch
+            values = [r[key] for r in rs]
+            return "judged at once" if None in values else f"{statistics.mean(values) / 1e3:.0f} k"
+
         lines.append(
             f"| {label} ({', '.join(dict.fromkeys(r['commit'] for r in rs))}) | {len(rs)} | {m('macs_reduction'):.2f}x "
-            f"({min(r['macs_reduction'] for r in rs):.2f}-{max(r['macs_reduction'] for r in rs):.2f}) | "
-            f"{m('acc_drop_points'):.2f} ({max(r['acc_drop_points'] for r in rs):.2f}) | "
-            f"{m('global_macs_per_epoch') / 1e3:.0f} k | {m('layerwise_macs_per_epoch') / 1e3:.0f} k | "
+            f"({min(r['macs_reduction'] for r in rs):.2f}-{max(r['macs_reduction'] for r in rs):.2f}; "
+            f"{statistics.median(r['macs_reduction'] for r in rs):.2f}x) | "
+            f"{m('acc_drop_points'):.2f} ({max(r['acc_drop_points'] for r in rs):.2f}; "
+            f"{statistics.median(r['acc_drop_points'] for r in rs):.2f}) | "
+            f"{per_epoch('global_macs_per_epoch')} | {per_epoch('layerwise_macs_per_epoch')} | "
             f"{m('step_epochs'):.1f} | {m('wall_s'):.0f} |")
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
