@@ -43,7 +43,7 @@ CASES = [
     (["pruning.controller.monitor=val_accuracy"], "pruning.controller.monitor", "='val_accuracy' is not logged; the logged keys are"),
     (["pruning.controller.ignored_layers=[net.nope]"], "pruning.controller.ignored_layers", " entry 'net.nope' matches no module"),
     (["pruning.controller.min_channels=1000"], "pruning.controller.min_channels", "=1000 leaves no filter to remove: the widest"),
-    (["pruning.fit.max_epochs=3"], "pruning.fit.max_epochs", "=3 leaves no room for a step"),
+    (["pruning=two_phase", "pruning.fit.max_epochs=3"], "pruning.fit.max_epochs", "=3 leaves no room for a step"),
     (["pruning.controller.mode=maximum"], "pruning.controller.mode", " 'maximum'; choose one of: max, min"),
     (GROUPED, "pruning.controller.on_unprunable", "|no layer can be pruned: 'net.0' may not be cut because it is coupled "
                                        "with the grouped convolution 'net.3' (groups=4)"),
