@@ -30,7 +30,8 @@ __all__ = ["RUN_RECORD", "MonitorIsLogged", "check_output_folders", "check_pruni
 
 RUN_RECORD = "run_config.yaml"  # the configuration a run folder's checkpoints belong to
 # Keys that do not change what the checkpoints hold: a rerun may change them and resume.
-_NOT_RECORDED = ("hydra", "measure", "objective", "results_file", "logger")
+# callbacks: progress bars, checkpointing and any extra callback (the pruning callbacks are under pruning)
+_NOT_RECORDED = ("hydra", "measure", "objective", "results_file", "logger", "callbacks")
 _OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
 
 
