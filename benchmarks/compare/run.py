@@ -245,6 +245,12 @@ def _setup(args: argparse.Namespace):
     return cfg, dm, net
 
 
+def _block(acc: float, cost) -> dict:
+    """A network's row of a record: its test accuracy and its cost (``measure.Cost``)."""
+    return {"test_acc": acc, "macs": cost.macs, "params": cost.params,
+            "latency_ms": cost.latency_ms, "latency_batch_size": cost.batch_size}
+
+
 def _target(args: argparse.Namespace, base_macs: int) -> tuple[float, int]:
     """The MACs to reach and Torch-Pruning's number of iterative steps: those of the matched
     pl_pruning run, or ``--reduction`` and ``--steps``."""
@@ -346,13 +352,11 @@ def run_external(args: argparse.Namespace) -> dict:
     fit.fit(model, datamodule=dm, ckpt_path=last if resumed else None)
     acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
     cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
-    block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
-                          "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
     return {
         "method": args.method, "matched": args.match, "reduction_asked": args.reduction,
         "target_macs": target, "ratio": ratio, "finetune_lr": args.lr,
         "iterative_steps": steps if args.method == "torch_pruning" else 1,
-        "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
+        "baseline": _block(base_acc, base_cost), "pruned": _block(acc, cost),
         "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
         "channels": channel_counts(model.net, convs_only=True), "epochs": args.budget, "prune_s": round(prune_s, 1),
         "wall_s": round(time.perf_counter() - start, 1), "resumed": resumed,
@@ -439,8 +443,6 @@ def run_torch_pruning_sl(args: argparse.Namespace) -> dict:
     finetune = fit(model, "finetune", EXTERNAL_RESUME, plan["finetune_epochs"], plan["finetune_milestones"])
     acc = float(_trainer(args, folder, 1, callbacks=[extra]).test(model, datamodule=dm, verbose=False)[0]["test_acc"])
     cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
-    block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
-                          "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
     images = {"sparsity": sparsity.images, "finetune": finetune.images, "outside_fits": extra.images}
     curve = val_curve(folder, "csv/sparsity")
     return {
@@ -448,7 +450,7 @@ def run_torch_pruning_sl(args: argparse.Namespace) -> dict:
         "target_macs": target, "reached_target": cost.macs <= target, "schedule": plan,
         "finetune_lr": args.lr, "iterative_steps": plan["iterative_steps"], "steps_taken": steps_taken,
         "pruning_ratio": steps_taken / plan["iterative_steps"],
-        "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
+        "baseline": _block(base_acc, base_cost), "pruned": _block(acc, cost),
         "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
         "channels": channel_counts(model.net, convs_only=True), "epochs": args.budget,
         "val_acc_cut": val_cut,  # the pruned network before any fine-tuning
@@ -532,11 +534,9 @@ def run_scratch(args: argparse.Namespace) -> dict:
     fit.fit(model, datamodule=dm, ckpt_path=last if resumed else None)
     acc = float(fit.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
     cost = measure_cost(model.net, torch.zeros(64, *dm.input_shape), latency=True)
-    block = lambda a, c: {"test_acc": a, "macs": c.macs, "params": c.params,  # noqa: E731
-                          "latency_ms": c.latency_ms, "latency_batch_size": c.batch_size}
     return {
         "method": "scratch", **source, "optim": dict(cfg.optim),
-        "baseline": block(base_acc, base_cost), "pruned": block(acc, cost),
+        "baseline": _block(base_acc, base_cost), "pruned": _block(acc, cost),
         "macs_reduction": base_cost.macs / cost.macs, "acc_drop": base_acc - acc,
         "channels": channel_counts(model.net, convs_only=True), "epochs": epochs,
         "wall_s": round(time.perf_counter() - start, 1), "resumed": resumed, "val_curve": val_curve(folder),
