@@ -85,7 +85,9 @@ def _instantiate(cfg: Any, **kwargs: Any) -> Any:
 def _route_logs() -> None:
     """Lightning's and pl_pruning's log records to Hydra's handlers (the console and the run
     folder's ``app.log``), the console one writing to ``sys.stdout`` as it is at each record so
-    that rich's progress bar prints the line above itself instead of drawing over it."""
+    that rich's progress bar prints the line above itself instead of drawing over it; Python
+    warnings (the callbacks' ``rank_zero_warn``) go the same way, so ``app.log`` keeps them."""
+    logging.captureWarnings(True)
     for name in ("pl_pruning", "lightning.pytorch", "lightning.fabric"):
         library = logging.getLogger(name)
         for handler in list(library.handlers):  # their own, added when no logging was configured

@@ -269,3 +269,16 @@ def test_outside_a_terminal_each_epoch_is_one_line_as_it_ends_and_decisions_reac
     assert all(line.split(" - ", 1)[1] in log for line in decisions)
     freeze = [line.split(" - ", 1)[1] for line in lines if "[MaxEntropyFreeze]" in line]
     assert freeze and all(a != b for a, b in zip(freeze, freeze[1:]))  # once per change
+
+
+@pytest.mark.slow
+def test_the_callbacks_warnings_reach_app_log(cli, tmp_path):
+    """A warning the controller gives (here: a normalisation that a run without a global phase
+    never uses) is in the run folder's app.log, not only on the console."""
+    folder = tmp_path / "run"
+    subprocess.run([*cli, f"hydra.run.dir={folder}", "trainer.max_epochs=1", "pruning.fit.max_epochs=2",
+                    "pruning.controller.max_steps=1", "pruning.controller.final_epochs=1",
+                    "pruning.controller.phases=[layerwise]", "pruning.controller.normalize=cost-aware",
+                    "measure.latency=false", "logger=none"],
+                   check=True, capture_output=True, text=True)
+    assert "normalize='cost-aware' has no effect" in (folder / "app.log").read_text()
