@@ -6,7 +6,9 @@ reaches today (``pruning=at_once`` at ``target_macs`` 0.3333, seed 0: its shape 
 timed side by side with the dense network on that runtime and
 written as a share of the dense latency, so a run on another machine aims at the same
 speed-up. The latency-targeted run is the same preset with ``target_latency`` instead of
-``target_macs`` (steps sized in milliseconds, the run stopping on the measured latency);
+``target_macs`` (steps sized in milliseconds, the run stopping on the measured latency), the
+global ranking normalised per millisecond a filter costs (``normalize=latency-aware``) and
+``round_to=auto``;
 both spend the same budget (40 epochs) from the same converged checkpoint.
 
     # the latency table of a converged network on a runtime (tables/*.json, *.md)
@@ -263,6 +265,10 @@ def run(args: argparse.Namespace) -> None:
             "pruning.controller.target_macs=null",
             f"pruning.controller.target_latency={goal['percent']}%",
             f"pruning.controller.latency={{runtime:{args.runtime}}}",
+            # the latency path's own parts: the global ranking per millisecond a filter costs,
+            # channel counts of the multiple that runs faster on the runtime (measured)
+            "pruning.controller.normalize=latency-aware",
+            "pruning.controller.round_to=auto",
         ]
     else:
         overrides.append(f"pruning.controller.target_macs={TARGET_MACS}")
