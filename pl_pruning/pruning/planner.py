@@ -211,16 +211,47 @@ def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1
     return {}
 
 
-def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None) -> dict[str, list[int]]:
+def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None, *,
+            nearest: bool = False) -> dict[str, list[int]]:
     """``plan`` with as many removals per group as leave a multiple of ``round_to``
     (what :func:`~pl_pruning.pruning.surgery.prune_filters` would remove); groups where
-    that is none are dropped, so an empty result means there is nothing to cut."""
-    sizes = {g.root: g.channels for g, _ in scored}
+    that is none are dropped, so an empty result means there is nothing to cut.
+
+    A layer-wise plan is rounded down (fewer removals). A global plan spreads its step over
+    every group, a few filters each, fewer than ``round_to`` in most: rounded down it would
+    be empty and the phase would end without a cut. With ``nearest`` each group's width is
+    rounded to the nearest multiple instead (never below ``round_to``), the group's next
+    lowest-scored filters added where that removes more; if that still cuts nothing, the
+    group with the most planned removals is rounded up to the next multiple."""
+    if round_to is None or round_to <= 1:
+        return {root: list(idxs) for root, idxs in plan.items() if idxs}
+    if not nearest:
+        sizes = {g.root: g.channels for g, _ in scored}
+        out = {}
+        for root, idxs in plan.items():
+            keep = rounded_removal(sizes[root], len(idxs), round_to)
+            if keep:
+                out[root] = list(idxs[:keep])
+        return out
+    scores = {g.root: (g.channels, s) for g, s in scored}
+
+    def removal(root: str, idxs: list[int], count: int) -> list[int]:
+        chosen = set(idxs)
+        extra = [i for i in torch.argsort(scores[root][1], stable=True).tolist() if i not in chosen]
+        return (list(idxs) + extra)[:count]
+
     out = {}
     for root, idxs in plan.items():
-        keep = rounded_removal(sizes[root], len(idxs), round_to)
-        if keep:
-            out[root] = list(idxs[:keep])
+        channels = scores[root][0]
+        width = max(round_to, round((channels - len(idxs)) / round_to) * round_to)
+        if 0 < channels - width:
+            out[root] = removal(root, idxs, channels - width)
+    if not out and any(plan.values()):
+        root = max(plan, key=lambda r: len(plan[r]))
+        channels = scores[root][0]
+        width = (channels - len(plan[root])) // round_to * round_to
+        if width >= round_to:
+            out[root] = removal(root, plan[root], channels - width)
     return out
 
 

@@ -82,6 +82,25 @@ def test_layer_plan_and_rounding(resnet_graph):
     assert planner.rounded(plan, scored, 8) == {}  # 13 left rounds up to 16: nothing to cut
 
 
+def test_a_global_plan_rounds_each_width_to_the_nearest_multiple_and_is_never_emptied(resnet_graph):
+    """A global step of a few filters per group, fewer than round_to each: rounded down it
+    would cut nothing and end Phase I; rounded to the nearest width it cuts, taking each
+    group's next lowest-scored filters where the nearest width is narrower."""
+    _, graph = resnet_graph
+    a, b = graph.groups[1], graph.groups[2]
+    assert a.channels == b.channels == 16
+    scored = [(a, torch.arange(16, dtype=torch.float32).flip(0)), (b, torch.arange(16, dtype=torch.float32))]
+    plan = {a.root: [15, 14, 13, 12, 11], b.root: [0, 1]}  # 11 and 14 left
+    assert planner.rounded(plan, scored, 8) == {}  # rounded down: nothing
+    got = planner.rounded(plan, scored, 8, nearest=True)
+    assert got == {a.root: [15, 14, 13, 12, 11, 10, 9, 8]}  # 11 -> 8 wide: the next lowest scores
+    # every group under half a multiple: the largest planned removal rounds up
+    plan = {a.root: [15, 14, 13], b.root: [0, 1]}  # 13 and 14 left: both nearest 16
+    assert planner.rounded(plan, scored, 8, nearest=True) == {a.root: [15, 14, 13, 12, 11, 10, 9, 8]}
+    assert planner.rounded(plan, scored, 16, nearest=True) == {}  # 16 wide is the least: nothing to cut
+    assert planner.rounded(plan, scored, None, nearest=True) == plan
+
+
 def test_built_in_layer_orders(resnet_graph):
     _, graph = resnet_graph
     scored = [(g, torch.full((g.channels,), float(i))) for i, g in enumerate(graph.groups)]

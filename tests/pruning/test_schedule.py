@@ -261,3 +261,14 @@ def test_the_screen_halves_a_step_that_loses_too_much_before_any_epoch(graph):
     run, d = start(rule, fake)
     assert not d.plan and run.phase is Phase.FINAL and screened  # every group screened out
     assert all(step < rule.min_step for step in run.layer_steps.values())
+
+
+def test_phase_one_with_round_to_cuts_instead_of_ending_empty(graph):
+    """A global step of a few filters per group with round_to: each group's width rounds to
+    the nearest multiple, so Phase I plans a cut of whole multiples instead of an empty plan
+    that would pass on to Phase II without a global step."""
+    rule, fake = schedule(global_step=0.1, round_to=8), Fake(graph)
+    run, d = start(rule, fake)
+    assert d.planned == ("global", None, 0.1)
+    assert d.plan and all((g.channels - len(d.plan.get(g.root, []))) % 8 == 0
+                          for g in graph.groups if g.root in d.plan)
