@@ -86,8 +86,14 @@ def _route_logs() -> None:
     """Lightning's and pl_pruning's log records to Hydra's handlers (the console and the run
     folder's ``app.log``), the console one writing to ``sys.stdout`` as it is at each record so
     that rich's progress bar prints the line above itself instead of drawing over it; Python
-    warnings (the callbacks' ``rank_zero_warn``) go the same way, so ``app.log`` keeps them."""
+    warnings (the callbacks' ``rank_zero_warn``) still print to ``sys.stderr`` as Python prints
+    them, and go to ``app.log`` too."""
     logging.captureWarnings(True)
+    warned = logging.getLogger("py.warnings")
+    warned.propagate = False
+    stderr = ConsoleHandler("stderr")
+    stderr.setFormatter(logging.Formatter("%(message)s"))
+    warned.handlers = [stderr, *(h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler))]
     for name in ("pl_pruning", "lightning.pytorch", "lightning.fabric"):
         library = logging.getLogger(name)
         for handler in list(library.handlers):  # their own, added when no logging was configured
