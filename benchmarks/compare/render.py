@@ -125,8 +125,8 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
                      "tests": [r["pruned"]["test_acc"] * 100 for r in rs], "vals": vals,
                      "val": _mean_std(vals) if vals else None,
                      # a resumed run recorded its last sitting's time only: left out of the mean
-                     "wall_min": statistics.fmean(r["wall_s"] / 60 for r in rs if r.get("wall_s") and not r.get("resumed"))
-                     if any(r.get("wall_s") and not r.get("resumed") for r in rs) else None,
+                     "wall_min": statistics.fmean(r["wall_s"] / 60 for r in rs if r.get("wall_s") and not resumed(r))
+                     if any(r.get("wall_s") and not resumed(r) for r in rs) else None,
                      "images_m": statistics.fmean(images_forwarded(r) for r in rs) / 1e6,
                      "precision": rs[0].get("precision", "32-true"),
                      "macs_reduction": red, "method": rs[0]["method"], "max_drop": rs[0].get("max_drop"),
@@ -200,7 +200,7 @@ def efficiency(runs: list[dict]) -> list[str]:
         cut = cut_before_finetune(r)
         cells += [f"{sum(e['accepted'] for e in steps)} / {len(steps)}", f"{cut:.4f}" if cut is not None else "-"]
         lines.append(f"| {r['name']} | {r['seed']} | {' | '.join(cells)} | "
-                     f"{r['wall_s'] / 60:.0f}{' (resumed)' if r.get('resumed') else ''} |")
+                     f"{r['wall_s'] / 60:.0f}{' (resumed)' if resumed(r) else ''} |")
     return lines
 
 
@@ -290,6 +290,12 @@ HEADLINES = [
     (f"{L1_LW}_e40", "torch_pruning_3x_e40"), (f"{L1_LW}_e40", "l1_uniform_3x_e40"),
     (f"{PRESET_15}_bf16cl", PRESET_15),  # the precision check (PROTOCOL.md rule 7)
 ]
+
+
+def resumed(record: dict) -> bool:
+    """Whether any part of the run was resumed (``torch_pruning_sl`` records it per phase)."""
+    flag = record.get("resumed")
+    return any(flag.values()) if isinstance(flag, dict) else bool(flag)
 
 
 def headlines(rows: dict[str, dict]) -> list[str]:
