@@ -25,4 +25,5 @@ def test_normalized_conditional_entropy_prunes_digits_through_the_command_line(c
     report = json.loads((tmp_path / "pruning_report.json").read_text())
     assert results["config"]["pruning"]["controller"]["criterion"] == "normalized_conditional_entropy"
     assert report["criterion"] == "normalized_conditional_entropy"
-    assert [step["phase"] for step in report["history"]][:2] == ["baseline", "global"]
+    assert report["history"][0]["phase"] == "baseline"
+    assert report["history"][1]["phase"] in ("global", "layerwise")  # a step judged on its scores
