@@ -212,7 +212,7 @@ def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1
 
 
 def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None, *,
-            nearest: bool = False) -> dict[str, list[int]]:
+            nearest: bool = False, min_channels: int = 1) -> dict[str, list[int]]:
     """``plan`` with as many removals per group as leave a multiple of ``round_to``
     (what :func:`~pl_pruning.pruning.surgery.prune_filters` would remove); groups where
     that is none are dropped, so an empty result means there is nothing to cut.
@@ -220,9 +220,9 @@ def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None,
     A layer-wise plan is rounded down (fewer removals). A global plan spreads its step over
     every group, a few filters each, fewer than ``round_to`` in most: rounded down it would
     be empty and the phase would end without a cut. With ``nearest`` each group's width is
-    rounded to the nearest multiple instead (never below ``round_to``), the group's next
-    lowest-scored filters added where that removes more; if that still cuts nothing, the
-    group with the most planned removals is rounded up to the next multiple."""
+    rounded to the nearest multiple instead (never below ``round_to`` nor ``min_channels``),
+    the group's next lowest-scored filters added where that removes more; if that still cuts
+    nothing, the group with the most planned removals is rounded up to the next multiple."""
     if round_to is None or round_to <= 1:
         return {root: list(idxs) for root, idxs in plan.items() if idxs}
     if not nearest:
@@ -234,6 +234,7 @@ def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None,
                 out[root] = list(idxs[:keep])
         return out
     scores = {g.root: (g.channels, s) for g, s in scored}
+    narrowest = -(-max(round_to, min_channels) // round_to) * round_to
 
     def removal(root: str, idxs: list[int], count: int) -> list[int]:
         chosen = set(idxs)
@@ -243,14 +244,14 @@ def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None,
     out = {}
     for root, idxs in plan.items():
         channels = scores[root][0]
-        width = max(round_to, round((channels - len(idxs)) / round_to) * round_to)
+        width = max(narrowest, round((channels - len(idxs)) / round_to) * round_to)
         if 0 < channels - width:
             out[root] = removal(root, idxs, channels - width)
     if not out and any(plan.values()):
         root = max(plan, key=lambda r: len(plan[r]))
         channels = scores[root][0]
         width = (channels - len(plan[root])) // round_to * round_to
-        if width >= round_to:
+        if width >= narrowest:
             out[root] = removal(root, plan[root], channels - width)
     return out
 

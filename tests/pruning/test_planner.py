@@ -99,6 +99,9 @@ def test_a_global_plan_rounds_each_width_to_the_nearest_multiple_and_is_never_em
     assert planner.rounded(plan, scored, 8, nearest=True) == {a.root: [15, 14, 13, 12, 11, 10, 9, 8]}
     assert planner.rounded(plan, scored, 16, nearest=True) == {}  # 16 wide is the least: nothing to cut
     assert planner.rounded(plan, scored, None, nearest=True) == plan
+    # never narrower than min_channels: 11 left rounds to 16 (not 8) when 9 must stay
+    plan = {a.root: [15, 14, 13, 12, 11], b.root: [0, 1]}
+    assert planner.rounded(plan, scored, 8, nearest=True, min_channels=9) == {}
 
 
 def test_built_in_layer_orders(resnet_graph):
