@@ -77,6 +77,8 @@ CHECKPOINT = CHECKPOINTS[EXPERIMENT]
 # --fast: bf16 autocast and channels-last weights (benchmarks/train_speed/: 2.3x the training
 # step on this CPU); such runs are named with this suffix, apart from the fp32 records.
 FAST_SUFFIX, FAST_PRECISION = "_bf16cl", "bf16-mixed"
+# --fast as pl-prune overrides (this harness's pl_pruning runs and benchmarks/latency_target/)
+FAST_OVERRIDES = (f"trainer.precision={FAST_PRECISION}", "callbacks=[default,channels_last]")
 FINETUNE_LR = 0.01  # the two_phase preset's finetune_lr, and the external pipelines' default (--lr)
 # Torch-Pruning's group_sl recipe on CIFAR: reproduce/main.py's defaults (100 epochs of sparsity
 # learning, then 100 of fine-tuning, each SGD with momentum 0.9 from lr 0.01, x0.1 at epochs 60
@@ -206,7 +208,7 @@ def run_pl_pruning(args: argparse.Namespace) -> dict:
                  f"hydra.run.dir={folder}", "callbacks.rich_progress_bar=null",
                  # every method spends the whole budget: a run that stops pruning early fine-tunes the rest
                  *([] if args.tree else ["pruning.controller.fill_budget=true"]),
-                 *([f"trainer.precision={FAST_PRECISION}", "callbacks=[default,channels_last]"] if args.fast else []),
+                 *(FAST_OVERRIDES if args.fast else ()),
                  *args.overrides]
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pl_pruning", *overrides], check=True, cwd=args.tree or ROOT)

@@ -254,8 +254,7 @@ def run(args: argparse.Namespace) -> None:
         f"hydra.run.dir={folder}",
         f"measure.batch_size={BATCH}",
         f"measure.num_threads={THREADS}",
-        *([f"trainer.precision={compare_run.FAST_PRECISION}", "callbacks=[default,channels_last]"]
-          if args.fast else []),
+        *(compare_run.FAST_OVERRIDES if args.fast else ()),
     ]
     goal = None
     if args.arm == "latency":
