@@ -71,15 +71,16 @@ class _WhenUnconfigured(ConsoleHandler):
 LOG_PREFIX = "entropy_stats"  # EntropyStatistics' keys: entropy_stats/<layer>/<criterion>_<mean|min|max>
 
 
-def log_record(trainer: L.Trainer, record: Any, monitor: str) -> None:
+def log_record(trainer: L.Trainer, record: Any, monitor: str, sized_by: str = "MACs") -> None:
     """A judged step (:class:`~pl_pruning.pruning.run_state.StepRecord`) to every logger as
-    ``pruning/<field>`` and, except the final record, as one log line."""
+    ``pruning/<field>`` and, except the final record, as one log line (``sized_by``: what a
+    global step's share is of)."""
     metrics = {f"pruning/{k}": float(v) for k, v in record.to_dict().items()
                if isinstance(v, (int, float, bool)) and k != "epoch"}
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
     if record.phase != "final":
-        info(f"[PhaseController] {record.describe(monitor)}")
+        info(f"[PhaseController] {record.describe(monitor, sized_by)}")
 
 
 def write_report(trainer: L.Trainer, report: dict[str, Any], folder: str | None,

@@ -494,7 +494,8 @@ class PhaseController(Callback):
 
     def _record(self, trainer: L.Trainer, record: StepRecord) -> None:
         self.run.history.append(record)
-        log_record(trainer, record, self.monitor)
+        log_record(trainer, record, self.monitor,
+                   "latency" if self.schedule.target_latency is not None else "MACs")
 
     def report(self) -> dict[str, Any]:
         """The run's summary: baseline, final network, reductions and every step."""

@@ -55,14 +55,15 @@ class StepRecord:
         """The measured latency, else the predicted one (a table of another machine)."""
         return self.latency_ms if self.latency_ms is not None else self.predicted_latency_ms
 
-    def describe(self, monitor: str) -> str:
-        """One log line."""
+    def describe(self, monitor: str, sized_by: str = "MACs") -> str:
+        """One log line; ``sized_by`` is what a global step's share is of ("MACs", or
+        "latency" under a latency target)."""
         if self.phase == Phase.BASELINE.value:
             return f"baseline {monitor}={self.metric:.4f}, MACs={self.macs / 1e6:.2f}M{self._latency_text()}"
         where = f" on {self.layer}" if self.layer else ""
         screened = f" ({self.screened_out} larger screened out)" if self.screened_out else ""
         versus = f" from {self.reference:.4f}" if self.reference is not None else ""
-        size = (f"{self.removed} filters ({self.step:.1%} of the MACs)" if self.layer is None
+        size = (f"{self.removed} filters ({self.step:.1%} of the {sized_by})" if self.layer is None
                 else f"{self.removed} filters ({self.step:.1%} of the group)")
         return (f"{self.phase} step of {size}{where}{screened}: {monitor}={self.metric:.4f} "
                 f"drop={self.drop:+.4f}{versus} MACs={self.macs / 1e6:.2f}M{self._latency_text()} -> "

@@ -118,6 +118,10 @@ def test_a_step_line_says_how_many_filters_it_removed():
     assert line.startswith("layerwise step of 9 filters (50.0% of the group) on net.features.3:")
     line = StepRecord("global", None, 0.2, 100, 10, metric=0.9, drop=0.01, accepted=False, removed=17).describe("v")
     assert "step of 17 filters (20.0% of the MACs)" in line and line.endswith("rolled back")
+    # under a latency target a global step is a share of the latency
+    line = StepRecord("global", None, 0.1, 100, 10, metric=0.9, drop=0.0, accepted=True, removed=3,
+                      latency_ms=5.0).describe("v", "latency")
+    assert "step of 3 filters (10.0% of the latency)" in line and "latency=5.00ms" in line
 
 
 def test_the_final_fine_tune_line_counts_the_epochs_left(digits_model, caplog):

@@ -4,6 +4,7 @@ own measurements, never asserted against wall time)."""
 
 import copy
 import json
+import logging
 import math
 
 import pytest
@@ -159,7 +160,7 @@ def test_latency_settings_are_checked_at_construction():
 
 
 @pytest.mark.slow
-def test_a_run_stops_on_its_latency_target(tmp_path):
+def test_a_run_stops_on_its_latency_target(tmp_path, caplog):
     model, dm = trained_digits_classifier(epochs=4)
     twin = copy.deepcopy(model)
     controller = PhaseController(criterion="l1", phases=["layerwise"], finetune_epochs=0, final_epochs=0,
@@ -188,10 +189,13 @@ def test_a_run_stops_on_its_latency_target(tmp_path):
         LatencyTable.load(tmp_path / "saved.json").to_dict()
     assert "latency" in markdown_table(report)
     # a saved table plans another run without measuring (its predictions only)
-    again = PhaseController(criterion="l1", phases=["layerwise"], finetune_epochs=0, final_epochs=0,
+    again = PhaseController(criterion="l1", phases=["global", "layerwise"], finetune_epochs=0, final_epochs=0,
                             reference="accepted", max_drop=0.5, target_latency="70%",
                             latency={"table": str(tmp_path / "saved.json")}, report_dir=str(tmp_path / "again"))
-    trainer([again], max_epochs=1).fit(twin, datamodule=dm)
-    cuts = [e for e in again.history if e["phase"] == "layerwise"]
+    with caplog.at_level(logging.INFO, logger="pl_pruning"):
+        trainer([again], max_epochs=1).fit(twin, datamodule=dm)
+    # a global step is sized in latency saved, and its log line says so
+    assert any("global step of" in r.message and "% of the latency)" in r.message for r in caplog.records)
+    cuts = [e for e in again.history if e["phase"] in ("global", "layerwise")]
     assert cuts and all("latency_ms" not in e and e["predicted_latency_ms"] > 0 for e in cuts)
     assert again.report()["latency"]["measured"] is False
