@@ -189,13 +189,22 @@ def test_a_run_stops_on_its_latency_target(tmp_path, caplog):
         LatencyTable.load(tmp_path / "saved.json").to_dict()
     assert "latency" in markdown_table(report)
     # a saved table plans another run without measuring (its predictions only)
+    # ... and with round_to="auto" takes the multiple the table says pays (here made to say 4)
+    saved = json.loads((tmp_path / "saved.json").read_text())
+    saved["round_to"] = {"chosen": 4, "candidates": {"4": {"aligned_ms": 1.0, "one_less_ms": 2.0, "pays": True}}}
+    (tmp_path / "aligned.json").write_text(json.dumps(saved))
     again = PhaseController(criterion="l1", phases=["global", "layerwise"], finetune_epochs=0, final_epochs=0,
-                            reference="accepted", max_drop=0.5, target_latency="70%",
-                            latency={"table": str(tmp_path / "saved.json")}, report_dir=str(tmp_path / "again"))
+                            reference="accepted", max_drop=0.5, target_latency="70%", round_to="auto",
+                            latency={"table": str(tmp_path / "aligned.json")}, report_dir=str(tmp_path / "again"))
     with caplog.at_level(logging.INFO, logger="pl_pruning"):
         trainer([again], max_epochs=1).fit(twin, datamodule=dm)
     # a global step is sized in latency saved, and its log line says so
     assert any("global step of" in r.message and "% of the latency)" in r.message for r in caplog.records)
+    assert any("round_to=auto: 4 (" in r.message for r in caplog.records) and again.schedule.round_to == 4
+    channels = json.loads((tmp_path / "again" / "pruning_report.json").read_text())["channels"]
+    before, after = channels["before"], channels["after"]
+    assert any(after[k] < before[k] for k in before)
+    assert all(after[k] % 4 == 0 for k in before if after[k] < before[k])
     cuts = [e for e in again.history if e["phase"] in ("global", "layerwise")]
     assert cuts and all("latency_ms" not in e and e["predicted_latency_ms"] > 0 for e in cuts)
     assert again.report()["latency"]["measured"] is False
