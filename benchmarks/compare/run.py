@@ -613,7 +613,8 @@ def main(argv: list[str] | None = None) -> None:
                 "delete that file to run it again")
     run = {"pl_pruning": run_pl_pruning, "scratch": run_scratch, SPARSITY: run_torch_pruning_sl}.get(args.method, run_external)
     record = run(args)
-    record.update(name=args.name, seed=args.seed, budget=args.budget, experiment=args.experiment,
+    # a scratch run trains the baseline's schedule, not --budget: its budget is the epochs it trained
+    record.update(name=args.name, seed=args.seed, budget=record.get("epochs", args.budget), experiment=args.experiment,
                   checkpoint=str(Path(args.checkpoint).resolve().relative_to(ROOT))
                   if Path(args.checkpoint).resolve().is_relative_to(ROOT) else args.checkpoint,
                   machine=_machine(), precision=FAST_PRECISION + "+channels_last" if args.fast else "32-true",
