@@ -161,7 +161,8 @@ def normalised(scored: Scored, normalize: str, graph: NetworkGraph,
 
 def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: str = "per-layer",
                 min_channels: int = 1, macs: float | None = None, latency_ms: float | None = None,
-                latency_per_filter: Mapping[str, float] | None = None) -> dict[str, list[int]]:
+                latency_per_filter: Mapping[str, float] | None = None,
+                round_to: int | None = None) -> dict[str, list[int]]:
     """Phase I: the lowest-ranked filters of all groups, ranked together.
 
     How many: with ``macs``, the fewest filters whose removal saves at least ``macs`` MACs
@@ -170,6 +171,13 @@ def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: 
     ``latency_per_filter`` (needed then, and by ``normalize="latency-aware"``); without
     either, the ``step`` share of all group filters. Every group keeps at least
     ``min_channels``; ties go to the earlier group and filter.
+
+    With ``round_to`` the ranked units are blocks of filters that keep every group's width
+    a multiple of it (a group's lowest ``channels % round_to`` first, then ``round_to`` at a
+    time, never below the narrowest multiple of at least ``min_channels``), each ranked by the
+    mean of its filters' scores: a ranking of single filters would pick a few from many
+    groups (or, ranked per millisecond, only from the narrow early ones), which rounding to
+    whole multiples then cuts to nothing.
     """
     if latency_ms is not None and latency_per_filter is None:
         raise PlPruningError("global_plan(latency_ms=...) needs latency_per_filter (ms per filter by layer)")
@@ -178,24 +186,47 @@ def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: 
     k = total if budget is not None else int(step * total)
     if not scored or k < 1 or (budget is not None and budget <= 0):
         return {}
-    candidates = sorted((v, group.root, i) for (group, _), s in zip(scored, normalised(scored, normalize, graph,
-                                                                                      latency_per_filter),
-                                                                     strict=True)
-                        for i, v in enumerate(s.tolist()))
+    ranked = normalised(scored, normalize, graph, latency_per_filter)
+    if round_to is not None and round_to > 1:
+        candidates = sorted(block for (group, _), s in zip(scored, ranked, strict=True)
+                            for block in _blocks(group.root, s, round_to, min_channels))
+        limit = {g.root: g.channels for g, _ in scored}  # the blocks respect min_channels already
+    else:
+        candidates = sorted((v, group.root, [i]) for (group, _), s in zip(scored, ranked, strict=True)
+                            for i, v in enumerate(s.tolist()))
+        limit = {g.root: g.channels - min_channels for g, _ in scored}
     unit = None if latency_ms is None else latency_per_filter
     cost = dict(zip((g.root for g, _ in scored), group_costs(scored, graph, unit), strict=True))
-    limit = {g.root: g.channels - min_channels for g, _ in scored}
     plan: dict[str, list[int]] = {}
     saved = 0.0
-    for _, root, i in candidates:
-        if k == 0 or (budget is not None and saved >= budget):
+    for _, root, idxs in candidates:
+        if k <= 0 or (budget is not None and saved >= budget):
             break
-        if limit[root] > 0:
-            plan.setdefault(root, []).append(i)
-            limit[root] -= 1
-            k -= 1
-            saved += cost[root]
+        if limit[root] >= len(idxs):
+            plan.setdefault(root, []).extend(idxs)
+            limit[root] -= len(idxs)
+            k -= len(idxs)
+            saved += cost[root] * len(idxs)
     return plan
+
+
+def _blocks(root: str, scores: Tensor, round_to: int, min_channels: int) -> list[tuple[float, str, list[int]]]:
+    """A group's removable blocks for a rounded global plan, lowest-scored filters first:
+    ``(mean score, root, filter indices)``; each leaves the width a multiple of ``round_to``
+    (the first takes the remainder), none goes below the narrowest such multiple that keeps
+    ``min_channels``. A block's mean is never below its predecessor's, so the ranking takes a
+    group's blocks in order."""
+    order = torch.argsort(scores, stable=True).tolist()
+    channels = len(order)
+    narrowest = -(-max(round_to, min_channels) // round_to) * round_to
+    width, start, out = channels, 0, []
+    while True:
+        nxt = (width - 1) // round_to * round_to  # the next multiple below the current width
+        if nxt < narrowest:
+            return out
+        idxs = order[start:start + width - nxt]
+        out.append((float(scores[idxs].mean()), root, idxs))
+        start, width = start + len(idxs), nxt
 
 
 def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1,

@@ -282,7 +282,8 @@ class Schedule:
                     else:
                         saving = {"macs": min(run.step * graph.macs, room)}
                     plan = planner.global_plan(scored, run.step, graph, normalize=self.normalize,
-                                               min_channels=self.min_channels, latency_per_filter=latency, **saving)
+                                               min_channels=self.min_channels, latency_per_filter=latency,
+                                               round_to=self.round_to, **saving)
                 d.plan = planner.rounded(plan, scored, self.round_to, nearest=True, min_channels=self.min_channels)
             else:
                 d.plan = self._layer_plan(run, d, scored, graph, room, latency)

@@ -104,6 +104,30 @@ def test_a_global_plan_rounds_each_width_to_the_nearest_multiple_and_is_never_em
     assert planner.rounded(plan, scored, 8, nearest=True, min_channels=9) == {}
 
 
+def test_a_rounded_global_plan_ranks_whole_multiples(resnet_graph):
+    """With round_to the global ranking takes blocks that keep each width a multiple: the
+    lowest single filters here sit in a 16-wide group that 16 cannot cut, which a ranking of
+    filters would pick and rounding would empty; the blocks go to the group that can lose 16."""
+    _, graph = resnet_graph
+    narrow = next(g for g in graph.groups if g.channels == 16)
+    wide = next(g for g in graph.groups if g.channels == 32)
+    scored = [(narrow, torch.arange(16, dtype=torch.float32)),             # the lowest scores
+              (wide, torch.arange(32, dtype=torch.float32).flip(0) + 100)]  # its lowest: 31, 30, ...
+    filters = planner.global_plan(scored, 0.1, graph, normalize="none")
+    assert set(filters) == {narrow.root} and planner.rounded(filters, scored, 16, nearest=True) == {}
+    blocks = planner.global_plan(scored, 0.1, graph, normalize="none", round_to=16)
+    assert blocks == {wide.root: list(range(31, 15, -1))}  # one block: 32 -> 16 wide
+    assert planner.rounded(blocks, scored, 16, nearest=True) == blocks
+    # by 8: the narrow group's lowest 8 make the first block; a group keeps min_channels
+    assert planner.global_plan(scored, 0.1, graph, normalize="none", round_to=8) == {narrow.root: list(range(8))}
+    assert planner.global_plan(scored, 0.1, graph, normalize="none", round_to=8, min_channels=9) == \
+        {wide.root: list(range(31, 23, -1))}
+    # a width off the multiple loses its remainder first, and never goes below the narrowest multiple
+    odd = torch.tensor([5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.0])
+    assert [b[2] for b in planner._blocks("x", odd, 4, 1)] == [[9, 1], [5, 3, 7, 0]]  # 10 -> 8 -> 4
+    assert [b[2] for b in planner._blocks("x", odd, 4, 5)] == [[9, 1]]                 # 8 is the least
+
+
 def test_built_in_layer_orders(resnet_graph):
     _, graph = resnet_graph
     scored = [(g, torch.full((g.channels,), float(i))) for i, g in enumerate(graph.groups)]
