@@ -77,23 +77,48 @@ def latency_line(report: dict[str, Any]) -> str:
 
 
 def plot_path(report: dict[str, Any], path: Path) -> None:
-    """Monitored metric against MACs along the pruning path."""
+    """Monitored metric against MACs along the pruning path; beside it, when the run had a
+    latency model, the same path against latency (measured, else predicted) and its target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     hist = [e for e in report["history"] if e.get("metric") is not None]
+    timed = bool(hist) and all(_latency(e) is not None for e in hist)
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(12, 4.2) if timed else (6.5, 4.2), squeeze=False)
+    target = target_in_macs(report.get("target_macs"), report["baseline"].get("macs", 0))
+    _path_panel(axes[0][0], report, hist, lambda e: e["macs"] / 1e6, "MACs per sample (M; pruning goes right)",
+                target / 1e6 if target else None, "target_macs", "Pruning path" + (": MACs" if timed else ""))
+    if timed:
+        rt = report.get("latency_runtime", {})
+        measured = (report.get("latency") or {}).get("measured")
+        _path_panel(axes[0][1], report, hist, _latency,
+                    f"latency, ms per batch of {rt.get('batch_size', '?')} on {rt.get('name', '?')}, "
+                    f"{'measured' if measured else 'predicted'} (pruning goes right)",
+                    (report.get("latency") or {}).get("target_ms"), "target_latency", "Pruning path: latency")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def _latency(entry: dict[str, Any]) -> float | None:
+    """A step's latency: measured, else predicted (a saved table of another machine)."""
+    return entry.get("latency_ms") if entry.get("latency_ms") is not None else entry.get("predicted_latency_ms")
+
+
+def _path_panel(ax: Any, report: dict[str, Any], hist: list[dict[str, Any]], x: Any, xlabel: str,
+                target: float | None, target_label: str, title: str) -> None:
     accepted = [e for e in hist if e.get("accepted")]
     colors = {"baseline": "black", "global": "tab:blue", "layerwise": "tab:orange", "final": "tab:green"}
-    ax.plot([e["macs"] / 1e6 for e in accepted], [e["metric"] for e in accepted], "-", color="grey", lw=1,
+    ax.plot([x(e) for e in accepted], [e["metric"] for e in accepted], "-", color="grey", lw=1,
             zorder=1, label="accepted path")
     for phase, color in colors.items():
         for ok, marker in ((True, "o"), (False, "x")):
             pts = [e for e in hist if e["phase"] == phase and bool(e.get("accepted")) == ok]
             if pts:
-                ax.scatter([e["macs"] / 1e6 for e in pts], [e["metric"] for e in pts], color=color,
+                ax.scatter([x(e) for e in pts], [e["metric"] for e in pts], color=color,
                            marker=marker, zorder=2,
                            label=f"{phase}{'' if ok else ' (rolled back)'}")
     base = report["baseline"]["metric"]
@@ -102,24 +127,19 @@ def plot_path(report: dict[str, Any], path: Path) -> None:
     # max_drop): a red tick at that step; the line is then the final network's check.
     own = [e for e in hist if e.get("reference") is not None]
     if own:
-        ax.scatter([e["macs"] / 1e6 for e in own], [e["reference"] + sign * report["max_drop"] for e in own],
+        ax.scatter([x(e) for e in own], [e["reference"] + sign * report["max_drop"] for e in own],
                    color="red", marker="_", s=120, zorder=2, label="step's bound (its parent - max_drop)")
     if base is not None:
         ax.axhline(base + sign * report["max_drop"], color="red", ls="--", lw=1,
                    label="max_drop bound (final check)" if own else "max_drop bound")
-    target = target_in_macs(report.get("target_macs"), report["baseline"].get("macs", 0))
     if target:
-        ax.axvline(target / 1e6, color="purple", ls=":", lw=1, label="target_macs")
+        ax.axvline(target, color="purple", ls=":", lw=1, label=target_label)
     ax.invert_xaxis()
-    ax.set_xlabel("MACs per sample (M; pruning goes right)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(report["monitor"])
-    ax.set_title("Pruning path")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
 
 
 def plot_channels(report: dict[str, Any], path: Path) -> None:

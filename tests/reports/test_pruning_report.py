@@ -73,6 +73,14 @@ def test_the_path_plot_marks_the_target_where_the_run_has_one(tmp_path, monkeypa
     plot_path(REPORT, tmp_path / "none.png")
     assert drawn == [(0.5, "target_macs"), (0.6, "target_macs")]
     assert all((tmp_path / f"{name}.png").stat().st_size > 0 for name in ("fraction", "macs", "none"))
+    # a run with a latency model: a second panel against latency, its target marked there
+    timed = [{**e, "latency_ms": 20.0 - 4 * i} for i, e in enumerate(REPORT["history"])]
+    plot_path({**REPORT, "history": timed, "latency": {"target_ms": 9.5, "measured": True},
+               "latency_runtime": {"name": "onnxruntime", "batch_size": 64}}, tmp_path / "latency.png")
+    assert drawn[-1] == (9.5, "target_latency")
+    from PIL import Image
+
+    assert Image.open(tmp_path / "latency.png").size[0] > Image.open(tmp_path / "none.png").size[0]  # two panels
 
 
 def test_the_path_plot_marks_each_steps_own_bound_when_steps_were_judged_against_the_accepted_network(
