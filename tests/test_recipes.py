@@ -19,7 +19,7 @@ def test_the_recommended_recipe_is_the_default_preset_with_overrides():
     r = recipe("at_once", "controller.target_macs=0.3333", "fit.max_epochs=8")
     assert [type(c) for c in r.callbacks] == [EntropyStatistics, PhaseController, MaxEntropyFreeze, Distillation]
     controller = r.callbacks[1]
-    assert controller.criterion_name == "l1" and controller.phases == ["layerwise"]
+    assert controller.criterion_name == "l1" and controller.phases == ["global", "layerwise"]
     assert r.settings["controller"]["target_macs"] == 0.3333 and r.max_epochs == 8 and r.lr == 0.01
     assert r.callbacks[2].enabled is False and r.callbacks[3].enabled is False
 

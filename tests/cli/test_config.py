@@ -137,14 +137,13 @@ def test_presets_set_only_what_differs_from_the_constructors():
 
 def test_the_at_once_preset_is_the_setting_rederived_on_validation():
     """``pruning=at_once`` holds the recommended setting of benchmarks/compare/PROTOCOL.md (the
-    harness's steps judged at once, L1 scores, layer-wise steps, freeze and distillation off) with a
+    harness's steps judged at once, L1 scores, both phases, freeze and distillation off) with a
     10x target, nothing more."""
     at_once = OmegaConf.to_container(_compose("pruning=at_once").pruning)
     two_phase = OmegaConf.to_container(_compose("pruning=two_phase").pruning)
     changed = {k: v for k, v in at_once["controller"].items() if v != two_phase["controller"][k]}
     assert changed == {"finetune_epochs": 0, "target_macs": 0.1, "reference": "accepted", "max_drop": 0.05,
-                       "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True, "criterion": "l1",
-                       "phases": ["layerwise"]}
+                       "global_step": 0.1, "grow": 1.0, "min_step": 0.025, "fill_budget": True, "criterion": "l1"}
     assert at_once["fit"] == {**two_phase["fit"], "max_epochs": 40}
     assert at_once["freeze"] == {**two_phase["freeze"], "enabled": False}
     assert at_once["distill"] == two_phase["distill"] == {"weight": 1.0, "temperature": 4.0, "enabled": False}
@@ -173,7 +172,7 @@ def test_every_pruning_preset_builds_the_three_callbacks(preset, tmp_path):
     cfg = _compose(f"pruning={preset}", "pruning.distill=false", run_dir=tmp_path)
     assert [type(c) for c in pruning_callbacks(cfg.pruning)][-1] is MaxEntropyFreeze  # off: left out
     assert controller.phases == {"two_phase": ["global", "layerwise"], "global": ["global"],
-                                 "layerwise": ["layerwise"], "at_once": ["layerwise"]}[preset]
+                                 "layerwise": ["layerwise"], "at_once": ["global", "layerwise"]}[preset]
     assert controller.criterion_name == ("l1" if preset == "at_once" else "conditional_entropy")
     assert controller.final_epochs == 3
     # the criterion is one override away, for every preset
