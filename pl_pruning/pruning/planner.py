@@ -23,6 +23,7 @@ in Phase II.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -230,16 +231,42 @@ def _blocks(root: str, scores: Tensor, round_to: int, min_channels: int) -> list
 
 
 def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1,
-               max_filters: int | None = None) -> dict[str, list[int]]:
+               max_filters: int | None = None, round_to: int | None = None) -> dict[str, list[int]]:
     """Phase II: the lowest ``step`` share of one group's filters (``layer`` is its root),
-    at most ``max_filters``."""
+    at most ``max_filters``.
+
+    With ``round_to`` the width left is the multiple of it nearest to what the step asks
+    (half a multiple rounds to the narrower width), never below the narrowest multiple that
+    keeps ``min_channels``: a quarter of a 32-wide group at ``round_to=16`` removes 16, where
+    rounded down it would remove nothing and the group would leave the queue uncut.
+    ``max_filters`` then caps it at whole multiples, or at one multiple's worth when fewer
+    are allowed (the step that reaches a target may pass it by less than one multiple)."""
     for group, s in scored:
         if group.root == layer:
-            k = min(int(step * group.channels), group.channels - min_channels)
-            if max_filters is not None:
-                k = min(k, max_filters)
+            c = group.channels
+            if round_to is not None and round_to > 1:
+                k = _aligned_removal(c, step * c, round_to, min_channels, max_filters)
+            else:
+                k = min(int(step * c), c - min_channels)
+                if max_filters is not None:
+                    k = min(k, max_filters)
             return {layer: torch.argsort(s, stable=True)[:k].tolist()} if k >= 1 else {}
     return {}
+
+
+def _aligned_removal(channels: int, wanted: float, round_to: int, min_channels: int,
+                     cap: int | None) -> int:
+    """Filters to remove from ``channels`` so that a multiple of ``round_to`` is left: the
+    width nearest ``channels - wanted`` (ties to the narrower), at least the narrowest
+    multiple keeping ``min_channels``, capped by ``cap`` (see :func:`layer_plan`)."""
+    narrowest = -(-max(round_to, min_channels) // round_to) * round_to
+    width = max(narrowest, math.ceil((channels - wanted) / round_to - 0.5) * round_to)
+    k = max(0, channels - width)
+    if cap is not None and k > cap:
+        within = channels - -(-(channels - cap) // round_to) * round_to  # whole multiples within the cap
+        block = channels - max(narrowest, (channels - 1) // round_to * round_to)  # one multiple's worth
+        k = min(k, within if within > 0 else block)
+    return k
 
 
 def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None, *,
@@ -248,7 +275,8 @@ def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None,
     (what :func:`~pl_pruning.pruning.surgery.prune_filters` would remove); groups where
     that is none are dropped, so an empty result means there is nothing to cut.
 
-    A layer-wise plan is rounded down (fewer removals). A global plan spreads its step over
+    Rounded down by default (fewer removals; a plan of :func:`layer_plan` with ``round_to``
+    is aligned already and comes back as it is). A global plan spreads its step over
     every group, a few filters each, fewer than ``round_to`` in most: rounded down it would
     be empty and the phase would end without a cut. With ``nearest`` each group's width is
     rounded to the nearest multiple instead (never below ``round_to`` nor ``min_channels``),

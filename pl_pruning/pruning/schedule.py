@@ -326,7 +326,8 @@ class Schedule:
             if step >= self.min_step and layer in costs:
                 cap = None if math.isinf(room) else max(1, math.ceil(room / costs[layer]))
                 plan = planner.rounded(planner.layer_plan(scored, layer, step, min_channels=self.min_channels,
-                                                          max_filters=cap), scored, self.round_to)
+                                                          max_filters=cap, round_to=self.round_to),
+                                       scored, self.round_to)
             if plan:
                 d.planned = (Phase.LAYERWISE.value, layer, step)
                 return plan

@@ -104,6 +104,28 @@ def test_a_global_plan_rounds_each_width_to_the_nearest_multiple_and_is_never_em
     assert planner.rounded(plan, scored, 8, nearest=True, min_channels=9) == {}
 
 
+def test_a_rounded_layer_step_leaves_the_nearest_multiple(resnet_graph):
+    """A quarter of a 32-wide group at round_to=16 removes 16 (half a multiple: the narrower
+    width); rounded down it removed nothing and the group left the queue uncut."""
+    _, graph = resnet_graph
+    wide, widest, narrow = (next(g for g in graph.groups if g.channels == c) for c in (32, 64, 16))
+    scored = [(g, torch.arange(g.channels, dtype=torch.float32).flip(0)) for g in (wide, widest, narrow)]
+
+    def removed(group, step, **kw):
+        return len(planner.layer_plan(scored, group.root, step, round_to=16, **kw).get(group.root, []))
+
+    assert planner.rounded(planner.layer_plan(scored, wide.root, 0.25), scored, 16) == {}  # rounded down
+    plan = planner.layer_plan(scored, wide.root, 0.25, round_to=16)
+    assert plan == {wide.root: list(range(31, 15, -1))} and planner.rounded(plan, scored, 16) == plan
+    assert removed(wide, 0.125) == 0                                  # 28 left: nearest 32
+    assert [removed(widest, s) for s in (0.25, 0.125, 0.0625, 0.5)] == [16, 16, 0, 32]  # 48, 56, 60, 32 asked
+    assert removed(narrow, 0.5) == 0                                  # 16 is the narrowest multiple
+    assert removed(widest, 0.9) == 48 and removed(widest, 0.9, min_channels=17) == 32
+    # a cap (what a target still allows) keeps whole multiples, or one when fewer are allowed
+    assert removed(widest, 0.5, max_filters=20) == 16 and removed(widest, 0.5, max_filters=3) == 16
+    assert removed(widest, 0.5, max_filters=40) == 32
+
+
 def test_a_rounded_global_plan_ranks_whole_multiples(resnet_graph):
     """With round_to the global ranking takes blocks that keep each width a multiple: the
     lowest single filters here sit in a 16-wide group that 16 cannot cut, which a ranking of
