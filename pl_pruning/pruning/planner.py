@@ -211,6 +211,12 @@ def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: 
     return plan
 
 
+def _narrowest(round_to: int, min_channels: int) -> int:
+    """The narrowest width a rounded plan may leave: the least multiple of ``round_to`` that
+    keeps ``min_channels``."""
+    return -(-max(round_to, min_channels) // round_to) * round_to
+
+
 def _blocks(root: str, scores: Tensor, round_to: int, min_channels: int) -> list[tuple[float, str, list[int]]]:
     """A group's removable blocks for a rounded global plan, lowest-scored filters first:
     ``(mean score, root, filter indices)``; each leaves the width a multiple of ``round_to``
@@ -219,7 +225,7 @@ def _blocks(root: str, scores: Tensor, round_to: int, min_channels: int) -> list
     group's blocks in order."""
     order = torch.argsort(scores, stable=True).tolist()
     channels = len(order)
-    narrowest = -(-max(round_to, min_channels) // round_to) * round_to
+    narrowest = _narrowest(round_to, min_channels)
     width, start, out = channels, 0, []
     while True:
         nxt = (width - 1) // round_to * round_to  # the next multiple below the current width
@@ -259,7 +265,7 @@ def _aligned_removal(channels: int, wanted: float, round_to: int, min_channels: 
     """Filters to remove from ``channels`` so that a multiple of ``round_to`` is left: the
     width nearest ``channels - wanted`` (ties to the narrower), at least the narrowest
     multiple keeping ``min_channels``, capped by ``cap`` (see :func:`layer_plan`)."""
-    narrowest = -(-max(round_to, min_channels) // round_to) * round_to
+    narrowest = _narrowest(round_to, min_channels)
     width = max(narrowest, math.ceil((channels - wanted) / round_to - 0.5) * round_to)
     k = max(0, channels - width)
     if cap is not None and k > cap:
@@ -293,7 +299,7 @@ def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None,
                 out[root] = list(idxs[:keep])
         return out
     scores = {g.root: (g.channels, s) for g, s in scored}
-    narrowest = -(-max(round_to, min_channels) // round_to) * round_to
+    narrowest = _narrowest(round_to, min_channels)
 
     def removal(root: str, idxs: list[int], count: int) -> list[int]:
         chosen = set(idxs)
