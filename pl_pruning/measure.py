@@ -79,6 +79,8 @@ def channel_counts(model: nn.Module, convs_only: bool = False) -> dict[str, int]
 
 
 RUNTIMES = ("eager", "onnxruntime")  # where a latency is measured: eager PyTorch, ONNX Runtime (CPU)
+# the memory formats a network runs in on eager PyTorch when its latency is measured
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def _onnx_runner(model: nn.Module, example_inputs: Tensor, num_threads: int,
@@ -93,10 +95,14 @@ def _onnx_runner(model: nn.Module, example_inputs: Tensor, num_threads: int,
     return lambda: session.run(None, feed)
 
 
-def _eager_runner(model: nn.Module, example_inputs: Tensor) -> Callable[[], object]:
-    """A no-argument call that runs a copy of ``model`` in eval mode without autograd."""
-    net = copy.deepcopy(model).eval()
+def _eager_runner(model: nn.Module, example_inputs: Tensor, memory_format: str = "contiguous") -> Callable[[], object]:
+    """A no-argument call that runs a copy of ``model`` in eval mode without autograd, its
+    4-D weights and a 4-D input in ``memory_format`` (one of :data:`MEMORY_FORMATS`)."""
+    fmt = MEMORY_FORMATS[memory_format]
+    net = copy.deepcopy(model).eval().to(memory_format=fmt)
     x = example_inputs.to(next(net.parameters()).device)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=fmt)
 
     def run() -> object:
         with torch.no_grad():
@@ -140,13 +146,14 @@ def interleaved_latency(models: Sequence[nn.Module], example_inputs: Tensor, run
 
 
 def latency_runner(model: nn.Module, example_inputs: Tensor, runtime: str, num_threads: int,
-                   folder: Path) -> Callable[[], object]:
+                   folder: Path, memory_format: str = "contiguous") -> Callable[[], object]:
     """A no-argument call that runs ``model`` on ``example_inputs`` in ``runtime`` (a copy in
-    eval mode without autograd, or the model exported to ``folder`` and loaded in ONNX
-    Runtime: the session keeps it, the file may go)."""
+    eval mode without autograd, in ``memory_format``, or the model exported to ``folder`` and
+    loaded in ONNX Runtime: the session keeps it, the file may go)."""
     check_choice("runtime", runtime, RUNTIMES)
+    check_choice("memory_format", memory_format, MEMORY_FORMATS)
     if runtime == "eager":
-        return _eager_runner(model, example_inputs)
+        return _eager_runner(model, example_inputs, memory_format)
     return _onnx_runner(model, example_inputs, num_threads, folder)
 
 

@@ -99,7 +99,8 @@ class PhaseController(Callback):
             (:mod:`pl_pruning.pruning.latency`). Not with ``target_macs``.
         latency: where latency is measured, for ``target_latency``, ``normalize="latency-aware"``
             and ``round_to="auto"`` (without one of them, or a ``table``, nothing is measured): ``runtime`` (``eager`` or ``onnxruntime``, on the CPU),
-            ``batch_size`` (64), ``num_threads`` (1), ``min_run_time``, ``rounds``; ``table``: a
+            ``batch_size`` (64), ``num_threads`` (1), ``min_run_time``, ``rounds``,
+            ``memory_format`` (eager: ``contiguous`` or ``channels_last``); ``table``: a
             saved :class:`~pl_pruning.pruning.latency.LatencyTable` to use instead of measuring
             on this machine (its predictions only), ``save_table``: where to save the one
             measured here. The table is measured at the start of the fit (rank 0) and every
@@ -108,8 +109,9 @@ class PhaseController(Callback):
             starts unless its fine-tuning and the final fine-tune still fit).
         compensate, ignored_layers, min_channels, round_to: the surgery's settings, as in
             :class:`~pl_pruning.pruning.pruner.Pruner` (bias compensation, layers never pruned, ...);
-            ``round_to="auto"``: the multiple the latency table measured to pay on its runtime
-            (None when none did).
+            ``round_to="auto"``: the smallest multiple the latency table measured to pay on its
+            runtime that is no coarser than one ``layer_step`` of the narrowest group (None when
+            none is).
         report_dir: where the report goes (default ``trainer.default_root_dir``).
         on_unprunable: what a fit that cannot prune does (:meth:`preflight`: no group can
             lose a filter, ``target_macs`` out of reach, no epochs for a step):
@@ -333,10 +335,12 @@ class PhaseController(Callback):
         self.run.latency_table = table
         self.latency_model = model or LatencyModel(LatencyTable.from_dict(table))
         if self.latency_settings["auto_round"]:
-            chosen = self.schedule.round_to = self.pruner.round_to = table["round_to"].get("chosen")
-            paid = [r for r, c in table["round_to"].get("candidates", {}).items() if c["pays"]]
+            measured = self.latency_model.table
+            chosen = self.schedule.round_to = self.pruner.round_to = measured.multiple(self.schedule.layer_step)
+            narrowest = min((g["widths"][-1] for g in measured.groups.values()), default=None)
             info(f"[PhaseController] round_to=auto: {chosen} (multiples that ran at least 2% faster than "
-                 f"one channel fewer on {table['runtime']['name']}: {', '.join(paid) or 'none'})")
+                 f"one channel fewer on {table['runtime']['name']}: {', '.join(map(str, measured.paying())) or 'none'}; "
+                 f"at most {self.schedule.layer_step:g} of the narrowest group, {narrowest} wide)")
 
     def _latency_now(self, pl_module: L.LightningModule) -> tuple[float | None, float]:
         """The network's latency as it is: timed (None with a table of another machine), predicted."""

@@ -27,10 +27,12 @@ size and a thread count, the app's ``measure`` settings):
 * which channel counts run faster on that runtime (``round_to``): for each candidate ``r``,
   the network with every group at a multiple of ``r`` against the one with a channel fewer
   in every group; ``r`` pays when removing that channel makes the network slower (by 2%
-  at least, more than the timing's noise), and the smallest that pays is chosen: it keeps
-  the runtime's fast path at the finest steps (at 16, a 16-wide group could not be cut and a
-  32-wide one only halved: a ResNet-20 on ONNX Runtime stopped at 75% of its latency against
-  a 58% target).
+  at least, more than the timing's noise). ``round_to="auto"`` takes the smallest that pays
+  and is no coarser than one layer-wise step of the narrowest group
+  (:meth:`LatencyTable.multiple`): it keeps the runtime's fast path at the finest steps (at
+  16, a 16-wide group could not be cut and a 32-wide one only halved: a ResNet-20 on ONNX
+  Runtime stopped at 75% of its latency against a 58% target, and on eager PyTorch, where
+  only 16 paid, at 83% against 37%).
 
 Why not time each group alone at a few widths: cutting one group of VGG-16 changes the
 whole network's time by a few percent, less than the noise of a shared machine (measured:
@@ -55,6 +57,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -70,7 +73,13 @@ from torch import nn
 
 from pl_pruning.errors import PlPruningError
 from pl_pruning.files import write_text_atomic
-from pl_pruning.measure import RUNTIMES, channel_counts, latency_runner, time_runners
+from pl_pruning.measure import (
+    MEMORY_FORMATS,
+    RUNTIMES,
+    channel_counts,
+    latency_runner,
+    time_runners,
+)
 from pl_pruning.pruning.pruner import private_copy
 from pl_pruning.pruning.surgery import prune_filters
 from pl_pruning.structure.graph import NetworkGraph
@@ -140,7 +149,11 @@ class Runtime:
     PyTorch or ``onnxruntime``), on the CPU, ``batch_size`` samples per forward pass,
     ``num_threads`` threads; each network timed for ``min_run_time`` seconds in ``rounds``
     interleaved rounds, its latency the fastest run (``statistic="min"``, the default: on a
-    shared machine other jobs only ever add time) or the median over rounds.
+    shared machine other jobs only ever add time) or the median over rounds. On eager
+    PyTorch the network runs in ``memory_format`` (``contiguous``, PyTorch's default, or
+    ``channels_last``) whatever format its weights are kept in while training: a run with
+    ``ChannelsLast`` keeps its weights channels-last, and surgery makes new ones contiguous,
+    so without a fixed format a cut would be timed with format conversions in it.
 
     Raises:
         PlPruningError: an unknown runtime or a bad number.
@@ -152,6 +165,7 @@ class Runtime:
     min_run_time: float = 0.5
     rounds: int = 3
     statistic: str = "min"
+    memory_format: str = "contiguous"
 
     def __post_init__(self) -> None:
         check_choice("runtime", self.name, RUNTIMES)
@@ -160,6 +174,7 @@ class Runtime:
         check_number("min_run_time", self.min_run_time, 0, low_open=True)
         check_int("rounds", self.rounds, 1)
         check_choice("statistic", self.statistic, ("min", "median"))
+        check_choice("memory_format", self.memory_format, MEMORY_FORMATS)
 
     @classmethod
     def of(cls, settings: Runtime | Mapping[str, Any] | None) -> Runtime:
@@ -172,7 +187,7 @@ class Runtime:
         unknown = sorted(set(values) - {f for f in cls.__dataclass_fields__})
         if unknown:
             raise PlPruningError(f"unknown latency setting {unknown[0]!r}; allowed: runtime, batch_size, "
-                                 "num_threads, min_run_time, rounds, statistic")
+                                 "num_threads, min_run_time, rounds, statistic, memory_format")
         return cls(**values)
 
     def measure(self, models: Sequence[nn.Module], input_shape: Sequence[int]) -> list[float]:
@@ -183,7 +198,8 @@ class Runtime:
     def runner(self, model: nn.Module, input_shape: Sequence[int], folder: Path) -> Callable[[], object]:
         """A call that runs a CPU copy of ``model`` (without hooks) on this runtime."""
         x = torch.zeros(self.batch_size, *input_shape)
-        return latency_runner(private_copy(model).cpu(), x, self.name, self.num_threads, folder)
+        return latency_runner(private_copy(model).cpu(), x, self.name, self.num_threads, folder,
+                              memory_format=self.memory_format)
 
     def time(self, runners: Sequence[Callable[[], object]]) -> list[float]:
         """Milliseconds per batch of each runner, interleaved."""
@@ -250,7 +266,8 @@ class LatencyTable:
         reference_ms: the network as given, timed (``measurements[0]``).
         groups: group root -> ``{"widths": [...], "ms": [...]}``: the whole network's
             predicted latency with that group at each width (the others as given).
-        round_to: ``{"chosen": r or None, "candidates": {r: {"aligned_ms", "one_less_ms", "pays"}}}``.
+        round_to: ``{"candidates": {r: {"aligned_ms", "one_less_ms", "pays"}}}`` (what
+            :meth:`multiple` chooses from).
         machine: where it was measured (platform, CPUs, torch and ONNX Runtime versions).
         fit_s: seconds the fit took.
     """
@@ -321,17 +338,29 @@ class LatencyTable:
             a, b = next(it), next(it)
             candidates[str(r)] = {"aligned_ms": round(a, 4), "one_less_ms": round(b, 4), 
                                   "pays": b >= a * ALIGNMENT_MARGIN}
-        paying = [int(r) for r, c in candidates.items() if c["pays"]]
         table = cls(runtime=asdict(runtime), input_shape=list(input_shape), fixed_ms=fixed, ms_per_mmac=per_mmac,
                     ms_per_mact=per_mact, measurements=measurements,
                     reference_ms=measurements[0]["ms"] if scales[0] == 1 else None,
-                    round_to={"chosen": min(paying) if paying else None, "candidates": candidates},
+                    round_to={"candidates": candidates},
                     machine=_machine())
         table.groups = table.tabulate(graph)
         table.fit_s = round(time.perf_counter() - start, 2)
         return table
 
     # ------------------------------------------------------------------ reading
+
+    def paying(self) -> list[int]:
+        """The channel multiples that ran faster on this runtime, smallest first."""
+        return sorted(int(r) for r, c in self.round_to.get("candidates", {}).items() if c["pays"])
+
+    def multiple(self, step: float) -> int | None:
+        """The multiple ``round_to="auto"`` takes: the smallest that pays and is no coarser than
+        one ``step`` (a share of a group) of the narrowest group the table measured; a coarser
+        one would make every step on that group larger than it asks, or impossible. None: no
+        multiple pays at that granularity."""
+        narrowest = min((g["widths"][-1] for g in self.groups.values()), default=math.inf)
+        fits = [r for r in self.paying() if r <= step * narrowest]
+        return fits[0] if fits else None
 
     def predict(self, graph: NetworkGraph) -> float:
         """Milliseconds per batch of the network ``graph`` describes."""
@@ -421,8 +450,8 @@ class LatencyTable:
                 lines.append(f"| {root} | " + ", ".join(f"{w}: {v:.2f}" for w, v in zip(g["widths"], g["ms"],
                                                                                         strict=True)) + " |")
         if self.round_to.get("candidates"):
-            lines += ["", f"round_to: {self.round_to.get('chosen')} (a multiple pays when one channel fewer "
-                          "in every group runs at least 2% slower)", "",
+            lines += ["", f"round_to: {', '.join(map(str, self.paying())) or 'no multiple'} paid (a multiple "
+                          "pays when one channel fewer in every group runs at least 2% slower)", "",
                       "| multiple | ms at multiples | ms one channel fewer | pays |", "| ---: | ---: | ---: | --- |"]
             for r, c in self.round_to["candidates"].items():
                 lines.append(f"| {r} | {c['aligned_ms']:.3f} | {c['one_less_ms']:.3f} | {'yes' if c['pays'] else 'no'} |")

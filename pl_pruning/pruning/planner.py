@@ -275,49 +275,20 @@ def _aligned_removal(channels: int, wanted: float, round_to: int, min_channels: 
     return k
 
 
-def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None, *,
-            nearest: bool = False, min_channels: int = 1) -> dict[str, list[int]]:
+def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None) -> dict[str, list[int]]:
     """``plan`` with as many removals per group as leave a multiple of ``round_to``
-    (what :func:`~pl_pruning.pruning.surgery.prune_filters` would remove); groups where
-    that is none are dropped, so an empty result means there is nothing to cut.
-
-    Rounded down by default (fewer removals; a plan of :func:`layer_plan` with ``round_to``
-    is aligned already and comes back as it is). A global plan spreads its step over
-    every group, a few filters each, fewer than ``round_to`` in most: rounded down it would
-    be empty and the phase would end without a cut. With ``nearest`` each group's width is
-    rounded to the nearest multiple instead (never below ``round_to`` nor ``min_channels``),
-    the group's next lowest-scored filters added where that removes more; if that still cuts
-    nothing, the group with the most planned removals is rounded up to the next multiple."""
+    (what :func:`~pl_pruning.pruning.surgery.prune_filters` would remove, rounded down);
+    groups where that is none are dropped, so an empty result means there is nothing to cut.
+    A plan made with ``round_to`` (:func:`global_plan`, :func:`layer_plan`) is aligned
+    already and comes back as it is."""
     if round_to is None or round_to <= 1:
         return {root: list(idxs) for root, idxs in plan.items() if idxs}
-    if not nearest:
-        sizes = {g.root: g.channels for g, _ in scored}
-        out = {}
-        for root, idxs in plan.items():
-            keep = rounded_removal(sizes[root], len(idxs), round_to)
-            if keep:
-                out[root] = list(idxs[:keep])
-        return out
-    scores = {g.root: (g.channels, s) for g, s in scored}
-    narrowest = _narrowest(round_to, min_channels)
-
-    def removal(root: str, idxs: list[int], count: int) -> list[int]:
-        chosen = set(idxs)
-        extra = [i for i in torch.argsort(scores[root][1], stable=True).tolist() if i not in chosen]
-        return (list(idxs) + extra)[:count]
-
+    sizes = {g.root: g.channels for g, _ in scored}
     out = {}
     for root, idxs in plan.items():
-        channels = scores[root][0]
-        width = max(narrowest, round((channels - len(idxs)) / round_to) * round_to)
-        if 0 < channels - width:
-            out[root] = removal(root, idxs, channels - width)
-    if not out and any(plan.values()):
-        root = max(plan, key=lambda r: len(plan[r]))
-        channels = scores[root][0]
-        width = (channels - len(plan[root])) // round_to * round_to
-        if width >= narrowest:
-            out[root] = removal(root, plan[root], channels - width)
+        keep = rounded_removal(sizes[root], len(idxs), round_to)
+        if keep:
+            out[root] = list(idxs[:keep])
     return out
 
 

@@ -284,7 +284,7 @@ class Schedule:
                     plan = planner.global_plan(scored, run.step, graph, normalize=self.normalize,
                                                min_channels=self.min_channels, latency_per_filter=latency,
                                                round_to=self.round_to, **saving)
-                d.plan = planner.rounded(plan, scored, self.round_to, nearest=True, min_channels=self.min_channels)
+                d.plan = planner.rounded(plan, scored, self.round_to)
             else:
                 d.plan = self._layer_plan(run, d, scored, graph, room, latency)
             if d.plan and not self._screened_out(run, d, net):

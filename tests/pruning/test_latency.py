@@ -86,9 +86,48 @@ def test_a_table_predicts_from_the_network_it_is_given(net, table):
         assert row["ms"][0] == pytest.approx(table.predict(graph) - cost * (g.channels - row["widths"][0]), abs=1e-3)
     assert len(table.measurements) == 8 and table.reference_ms == table.measurements[0]["ms"]
     assert set(table.round_to["candidates"]) == {"4", "8", "16"}
-    chosen = table.round_to["chosen"]
-    paying = [int(r) for r, c in table.round_to["candidates"].items() if c["pays"]]
-    assert chosen == (min(paying) if paying else None)  # the finest multiple that pays
+    assert table.paying() == sorted(int(r) for r, c in table.round_to["candidates"].items() if c["pays"])
+
+
+def test_round_to_auto_takes_the_finest_paying_multiple_a_step_of_the_narrowest_group_allows(table):
+    """At 16 a ResNet-20's 16-wide groups cannot be cut at all: on a runtime where only 16
+    pays, auto takes no multiple rather than one that stops the run short of its target."""
+    t = copy.deepcopy(table)
+    t.groups = {"a": {"widths": [4, 16], "ms": [1.0, 2.0]}, "b": {"widths": [16, 64], "ms": [1.0, 2.0]}}
+    t.round_to = {"candidates": {str(r): {"aligned_ms": 1.0, "one_less_ms": 2.0 if pays else 1.0, "pays": pays}
+                                 for r, pays in ((4, True), (8, True), (16, True))}}
+    assert t.paying() == [4, 8, 16]
+    assert t.multiple(0.25) == 4 and t.multiple(0.5) == 4   # the finest that pays
+    assert t.multiple(0.2) is None                          # 4 is more than a fifth of 16
+    t.round_to["candidates"]["4"]["pays"] = t.round_to["candidates"]["8"]["pays"] = False
+    assert t.paying() == [16] and t.multiple(0.25) is None and t.multiple(1.0) == 16
+    t.round_to = {"candidates": {}}
+    assert t.paying() == [] and t.multiple(1.0) is None
+
+
+def test_eager_latency_runs_the_network_in_one_memory_format():
+    """A run with ChannelsLast keeps its weights channels-last and surgery makes new ones
+    contiguous: the eager timing converts the copy it runs, whatever the network holds."""
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            seen.append((x.is_contiguous(memory_format=torch.channels_last),
+                         self.conv.weight.is_contiguous(memory_format=torch.channels_last)))
+            return self.conv(x)
+
+    mixed = Probe().to(memory_format=torch.channels_last)
+    for fmt, want in (("contiguous", (False, False)), ("channels_last", (True, True))):
+        seen.clear()
+        Runtime("eager", batch_size=2, min_run_time=0.01, rounds=1, memory_format=fmt).measure([mixed], (3, 8, 8))
+        assert seen and set(seen) == {want}
+    assert mixed.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the network itself is untouched
+    with pytest.raises(PlPruningError, match="memory_format"):
+        Runtime(memory_format="nhwc")
 
 
 def test_the_table_round_trips_through_json(net, table, tmp_path):
@@ -192,7 +231,7 @@ def test_a_run_stops_on_its_latency_target(tmp_path, caplog):
     # a saved table plans another run without measuring (its predictions only)
     # ... and with round_to="auto" takes the multiple the table says pays (here made to say 4)
     saved = json.loads((tmp_path / "saved.json").read_text())
-    saved["round_to"] = {"chosen": 4, "candidates": {"4": {"aligned_ms": 1.0, "one_less_ms": 2.0, "pays": True}}}
+    saved["round_to"] = {"candidates": {"4": {"aligned_ms": 1.0, "one_less_ms": 2.0, "pays": True}}}
     (tmp_path / "aligned.json").write_text(json.dumps(saved))
     again = PhaseController(criterion="l1", phases=["global", "layerwise"], finetune_epochs=0, final_epochs=0,
                             reference="accepted", max_drop=0.5, target_latency="70%", round_to="auto",

@@ -82,28 +82,6 @@ def test_layer_plan_and_rounding(resnet_graph):
     assert planner.rounded(plan, scored, 8) == {}  # 13 left rounds up to 16: nothing to cut
 
 
-def test_a_global_plan_rounds_each_width_to_the_nearest_multiple_and_is_never_emptied(resnet_graph):
-    """A global step of a few filters per group, fewer than round_to each: rounded down it
-    would cut nothing and end Phase I; rounded to the nearest width it cuts, taking each
-    group's next lowest-scored filters where the nearest width is narrower."""
-    _, graph = resnet_graph
-    a, b = graph.groups[1], graph.groups[2]
-    assert a.channels == b.channels == 16
-    scored = [(a, torch.arange(16, dtype=torch.float32).flip(0)), (b, torch.arange(16, dtype=torch.float32))]
-    plan = {a.root: [15, 14, 13, 12, 11], b.root: [0, 1]}  # 11 and 14 left
-    assert planner.rounded(plan, scored, 8) == {}  # rounded down: nothing
-    got = planner.rounded(plan, scored, 8, nearest=True)
-    assert got == {a.root: [15, 14, 13, 12, 11, 10, 9, 8]}  # 11 -> 8 wide: the next lowest scores
-    # every group under half a multiple: the largest planned removal rounds up
-    plan = {a.root: [15, 14, 13], b.root: [0, 1]}  # 13 and 14 left: both nearest 16
-    assert planner.rounded(plan, scored, 8, nearest=True) == {a.root: [15, 14, 13, 12, 11, 10, 9, 8]}
-    assert planner.rounded(plan, scored, 16, nearest=True) == {}  # 16 wide is the least: nothing to cut
-    assert planner.rounded(plan, scored, None, nearest=True) == plan
-    # never narrower than min_channels: 11 left rounds to 16 (not 8) when 9 must stay
-    plan = {a.root: [15, 14, 13, 12, 11], b.root: [0, 1]}
-    assert planner.rounded(plan, scored, 8, nearest=True, min_channels=9) == {}
-
-
 def test_a_rounded_layer_step_leaves_the_nearest_multiple(resnet_graph):
     """A quarter of a 32-wide group at round_to=16 removes 16 (half a multiple: the narrower
     width); rounded down it removed nothing and the group left the queue uncut."""
@@ -136,10 +114,10 @@ def test_a_rounded_global_plan_ranks_whole_multiples(resnet_graph):
     scored = [(narrow, torch.arange(16, dtype=torch.float32)),             # the lowest scores
               (wide, torch.arange(32, dtype=torch.float32).flip(0) + 100)]  # its lowest: 31, 30, ...
     filters = planner.global_plan(scored, 0.1, graph, normalize="none")
-    assert set(filters) == {narrow.root} and planner.rounded(filters, scored, 16, nearest=True) == {}
+    assert set(filters) == {narrow.root} and planner.rounded(filters, scored, 16) == {}
     blocks = planner.global_plan(scored, 0.1, graph, normalize="none", round_to=16)
     assert blocks == {wide.root: list(range(31, 15, -1))}  # one block: 32 -> 16 wide
-    assert planner.rounded(blocks, scored, 16, nearest=True) == blocks
+    assert planner.rounded(blocks, scored, 16) == blocks
     # by 8: the narrow group's lowest 8 make the first block; a group keeps min_channels
     assert planner.global_plan(scored, 0.1, graph, normalize="none", round_to=8) == {narrow.root: list(range(8))}
     assert planner.global_plan(scored, 0.1, graph, normalize="none", round_to=8, min_channels=9) == \
