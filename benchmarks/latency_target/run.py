@@ -67,7 +67,7 @@ PRESET_NOW_3X = {"converged_vgg16_w025": "rederived_3x_e40_bf16cl"}
 TARGET_MACS = 0.3333
 BATCH, THREADS = 64, 1
 RUNTIME = {"batch_size": BATCH, "num_threads": THREADS, "min_run_time": 2.0, "rounds": 5}
-TARGET_REPEATS = 5  # side-by-side measurements of a target, the median taken
+REPEATS = 5  # side-by-side measurements of a target or of `timing`, the median taken
 
 
 def _env() -> dict:
@@ -202,7 +202,7 @@ def predict(args: argparse.Namespace) -> None:
 
 def target(args: argparse.Namespace) -> dict:
     """The latency the 3x preset's network reaches, as a share of the dense network's: the
-    median of TARGET_REPEATS side-by-side measurements (one varied from 36.8% to 46.0% on
+    median of REPEATS side-by-side measurements (one varied from 36.8% to 46.0% on
     the ResNet-20 in eager PyTorch, nothing else running), each kept in the record."""
     import statistics
 
@@ -212,7 +212,7 @@ def target(args: argparse.Namespace) -> dict:
     preset = PRESET_3X[args.experiment]
     net = _rebuild(dense, _shapes(args.experiment)[preset], shape)
     runtime = Runtime(args.runtime, **RUNTIME)
-    each = [runtime.measure([dense, net], shape) for _ in range(TARGET_REPEATS)]
+    each = [runtime.measure([dense, net], shape) for _ in range(REPEATS)]
     percents = [100 * p / d for d, p in each]
     record = {
         "experiment": args.experiment,
@@ -320,7 +320,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def timing(args: argparse.Namespace) -> None:
-    """Every recorded run's network and the 3x preset's, timed side by side with the dense one."""
+    """Every recorded run's network and the 3x preset's, timed side by side with the dense one:
+    the median of REPEATS such measurements (speed-ups from each, their median reported)."""
+    import statistics
+
     import torch
 
     from pl_pruning.measure import count_macs
@@ -345,8 +348,11 @@ def timing(args: argparse.Namespace) -> None:
         nets = {n: _rebuild(dense, c, shape) for n, c in shapes.items()}
         x = torch.zeros(1, *shape)
         for runtime in ("eager", "onnxruntime"):
-            ms = Runtime(runtime, **RUNTIME).measure([dense, *nets.values()], shape)
-            for (n, net), t in zip(nets.items(), ms[1:], strict=True):
+            each = [Runtime(runtime, **RUNTIME).measure([dense, *nets.values()], shape) for _ in range(REPEATS)]
+            ms = [statistics.median(column) for column in zip(*each, strict=True)]
+            ratios = [[m[0] / m[i] for m in each] for i in range(1, len(ms))]  # each network's speed-ups
+            for (n, net), t, speedups in zip(nets.items(), ms[1:], ratios, strict=True):
+                speedup = statistics.median(speedups)
                 record = next((r for r in records if f"{r['name']}_seed{r['seed']}" == n), None)
                 compare_record = COMPARE / "runs" / f"{n}_seed0.json"  # the preset's, recorded there
                 if record is None and compare_record.is_file():
@@ -359,9 +365,10 @@ def timing(args: argparse.Namespace) -> None:
                         "runtime": runtime,
                         "dense_ms": round(ms[0], 3),
                         "ms": round(t, 3),
-                        "speedup": round(ms[0] / t, 3),
+                        "speedup": round(speedup, 3),
+                        "speedup_range": [round(min(speedups), 3), round(max(speedups), 3)],
                         "macs_reduction": round(macs, 3),
-                        "speedup_over_macs": round(ms[0] / t / macs, 3),
+                        "speedup_over_macs": round(speedup / macs, 3),
                         "test_acc": record["pruned"]["test_acc"] if record else None,
                         "target_speedup": (
                             round(100 / record["target"]["percent"], 3)
@@ -376,10 +383,11 @@ def timing(args: argparse.Namespace) -> None:
     md = [
         "# Latency-targeted against MACs-targeted networks, timed side by side with the dense one",
         "",
-        f"One process per experiment, interleaved, batch {BATCH}, {THREADS} thread ({env['machine']}, load "
-        f"average {env['load_avg']}, {env['date']}).",
+        f"One process per experiment, interleaved, batch {BATCH}, {THREADS} thread, eager in contiguous "
+        f"memory format; the median of {REPEATS} side-by-side measurements, their range beside it "
+        f"({env['machine']}, load average {env['load_avg']}, {env['date']}).",
         "",
-        "| experiment | network | runtime | test acc | MACs reduction | speed-up | target speed-up | "
+        "| experiment | network | runtime | test acc | MACs reduction | speed-up (range) | target speed-up | "
         "speed-up / MACs reduction |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -388,7 +396,8 @@ def timing(args: argparse.Namespace) -> None:
         tgt = "-" if r["target_speedup"] is None else f"{r['target_speedup']:.2f}x"
         md.append(
             f"| {r['experiment']} | {r['network']} | {r['runtime']} | {acc} | {r['macs_reduction']:.2f}x | "
-            f"{r['speedup']:.2f}x | {tgt} | {r['speedup_over_macs']:.2f} |"
+            f"{r['speedup']:.2f}x ({r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}) | {tgt} | "
+            f"{r['speedup_over_macs']:.2f} |"
         )
     _write(HERE / "timing.json", {"environment": env, "rows": rows}, md)
 
