@@ -337,10 +337,9 @@ class PhaseController(Callback):
         if self.latency_settings["auto_round"]:
             measured = self.latency_model.table
             chosen = self.schedule.round_to = self.pruner.round_to = measured.multiple(self.schedule.layer_step)
-            narrowest = min((g["widths"][-1] for g in measured.groups.values()), default=None)
             info(f"[PhaseController] round_to=auto: {chosen} (multiples that ran at least 2% faster than "
                  f"one channel fewer on {table['runtime']['name']}: {', '.join(map(str, measured.paying())) or 'none'}; "
-                 f"at most {self.schedule.layer_step:g} of the narrowest group, {narrowest} wide)")
+                 f"at most {self.schedule.layer_step:g} of the narrowest group, {measured.narrowest()} wide)")
 
     def _latency_now(self, pl_module: L.LightningModule) -> tuple[float | None, float]:
         """The network's latency as it is: timed (None with a table of another machine), predicted."""

@@ -358,9 +358,12 @@ class LatencyTable:
         one ``step`` (a share of a group) of the narrowest group the table measured; a coarser
         one would make every step on that group larger than it asks, or impossible. None: no
         multiple pays at that granularity."""
-        narrowest = min((g["widths"][-1] for g in self.groups.values()), default=math.inf)
-        fits = [r for r in self.paying() if r <= step * narrowest]
+        fits = [r for r in self.paying() if r <= step * (self.narrowest() or math.inf)]
         return fits[0] if fits else None
+
+    def narrowest(self) -> int | None:
+        """The width of the narrowest group the table measured (None: it tabulated none)."""
+        return min((int(g["widths"][-1]) for g in self.groups.values()), default=None)
 
     def predict(self, graph: NetworkGraph) -> float:
         """Milliseconds per batch of the network ``graph`` describes."""

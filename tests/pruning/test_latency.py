@@ -96,7 +96,7 @@ def test_round_to_auto_takes_the_finest_paying_multiple_a_step_of_the_narrowest_
     t.groups = {"a": {"widths": [4, 16], "ms": [1.0, 2.0]}, "b": {"widths": [16, 64], "ms": [1.0, 2.0]}}
     t.round_to = {"candidates": {str(r): {"aligned_ms": 1.0, "one_less_ms": 2.0 if pays else 1.0, "pays": pays}
                                  for r, pays in ((4, True), (8, True), (16, True))}}
-    assert t.paying() == [4, 8, 16]
+    assert t.paying() == [4, 8, 16] and t.narrowest() == 16
     assert t.multiple(0.25) == 4 and t.multiple(0.5) == 4   # the finest that pays
     assert t.multiple(0.2) is None                          # 4 is more than a fifth of 16
     t.round_to["candidates"]["4"]["pays"] = t.round_to["candidates"]["8"]["pays"] = False
