@@ -4,6 +4,10 @@ and ONNX Runtime), per-layer channels, a before/after comparison in one call."""
 from __future__ import annotations
 
 import copy
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -88,3 +92,45 @@ def test_compare_needs_a_round():
     net = nn.Sequential(nn.Conv2d(1, 2, 3))
     with pytest.raises(PlPruningError, match="rounds must be an integer >= 1, got 0"):
         compare(net, net, torch.zeros(1, 1, 4, 4), latency=False, rounds=0)
+
+
+_FAULTS_PER_FORWARD = """
+import resource
+import torch
+from torch import nn
+from pl_pruning.measure import _eager_runner, steady_allocator
+
+torch.set_num_threads(1)
+net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+x = torch.zeros(16, 3, 64, 64)  # activations of 8 MiB: above glibc's mmap threshold as this process sets it
+
+
+def faults_per_forward(run):
+    run()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        run()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+
+
+def plain():
+    with torch.no_grad():
+        net.eval()(x)
+
+
+print(faults_per_forward(plain), faults_per_forward(_eager_runner(net, x)), steady_allocator())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator pinned is glibc's")
+def test_eager_timing_runs_without_page_faults_whatever_the_allocator_did_before():
+    """A process whose glibc maps every large block afresh (the low threshold a process has
+    before it frees a large block) page-faults its activations in on every forward; an eager
+    runner pins the thresholds first, and its forwards fault no more."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, "-c", _FAULTS_PER_FORWARD], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    unpinned, pinned, applied = float(out[0]), float(out[1]), out[2]
+    assert applied == "True"
+    assert unpinned > 1000  # 8 MiB activations are 2048 pages each: they fault in on every forward
+    assert pinned < unpinned / 20

@@ -153,7 +153,10 @@ class Runtime:
     PyTorch the network runs in ``memory_format`` (``contiguous``, PyTorch's default, or
     ``channels_last``) whatever format its weights are kept in while training: a run with
     ``ChannelsLast`` keeps its weights channels-last, and surgery makes new ones contiguous,
-    so without a fixed format a cut would be timed with format conversions in it.
+    so without a fixed format a cut would be timed with format conversions in it. Eager
+    timing first makes glibc's allocator steady for the process
+    (:func:`pl_pruning.measure.steady_allocator`): otherwise whether activations page-fault
+    in on every forward depends on what the process allocated before.
 
     Raises:
         PlPruningError: an unknown runtime or a bad number.
