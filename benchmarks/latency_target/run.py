@@ -23,6 +23,9 @@ both spend the same budget (40 epochs) from the same converged checkpoint.
     python benchmarks/latency_target/run.py run --experiment converged_vgg16_w025 --arm macs
     # every recorded run's final network timed side by side with the dense one (timing.json, timing.md)
     python benchmarks/latency_target/run.py timing
+    # the same two networks timed in fresh processes, glibc's allocator left alone or made steady
+    # (allocator.json, allocator.md)
+    python benchmarks/latency_target/run.py allocator
     # a short demonstration through the CLI on digits (demo/)
     python benchmarks/latency_target/run.py digits --runtime eager
     python benchmarks/latency_target/run.py park
@@ -402,6 +405,80 @@ def timing(args: argparse.Namespace) -> None:
     _write(HERE / "timing.json", {"environment": env, "rows": rows}, md)
 
 
+ALLOCATOR_PROBES = 2  # fresh processes per experiment, allocator and history
+
+
+def allocator(args: argparse.Namespace) -> None:
+    """Each experiment's dense network and its 3x-MACs one, timed on eager PyTorch as `target`
+    times them, each time in a fresh process: with glibc's allocator left to itself or made
+    steady (``pl_pruning.measure.steady_allocator``), right after start or after a
+    training-like past (large blocks allocated and freed); with the page faults of a forward."""
+    if args.probe:
+        return _allocator_probe(args)
+    import statistics
+
+    rows = []
+    for experiment in EXPERIMENTS:
+        for steady in (False, True):
+            for past in (False, True):
+                for _ in range(ALLOCATOR_PROBES):
+                    probe = [sys.executable, __file__, "allocator", "--experiment", experiment,
+                             "--probe", f"{'steady' if steady else 'as_is'},{'past' if past else 'fresh'}"]
+                    out = subprocess.run(probe, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+                    rows.append({"experiment": experiment, "steady": steady, "past": past,
+                                 **json.loads(out.strip().splitlines()[-1])})
+                    print(rows[-1], flush=True)
+    env = _env()
+    md = ["# Eager latency in fresh processes, glibc's allocator left alone or made steady", "",
+          f"Each row one fresh process: the dense network and the 3x-MACs one timed side by side as "
+          f"`target` does (batch {BATCH}, {THREADS} thread, fastest of interleaved runs), with the "
+          f"page faults of one forward of the dense network after; \"after a past\": the process first "
+          f"allocated and freed 400 blocks of 4-16 MiB ({env['machine']}, load average {env['load_avg']}, "
+          f"{env['date']}).", "",
+          "| experiment | allocator | process | dense ms | 3x ms | speed-up | page faults per forward |",
+          "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        md.append(f"| {r['experiment']} | {'steady' if r['steady'] else 'as is'} | "
+                  f"{'after a past' if r['past'] else 'fresh'} | {r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | "
+                  f"{r['speedup']:.2f}x | {r['faults_per_forward']:.0f} |")
+    md += ["", "| experiment | allocator | speed-up, median (range over processes) |", "| --- | --- | ---: |"]
+    for experiment in EXPERIMENTS:
+        for steady in (False, True):
+            ups = [r["speedup"] for r in rows if r["experiment"] == experiment and r["steady"] == steady]
+            md.append(f"| {experiment} | {'steady' if steady else 'as is'} | {statistics.median(ups):.2f}x "
+                      f"({min(ups):.2f}-{max(ups):.2f}) |")
+    _write(HERE / "allocator.json", {"environment": env, "rows": rows}, md)
+
+
+def _allocator_probe(args: argparse.Namespace) -> None:
+    """One process of `allocator`: prints its row as JSON."""
+    import resource
+
+    import torch
+
+    import pl_pruning.measure as measure
+    from pl_pruning.pruning.latency import Runtime
+
+    allocator_mode, past = args.probe.split(",")
+    if allocator_mode == "as_is":
+        measure._steady = False  # as if the allocator had been made steady already: it is left alone
+    if past == "past":
+        for i in range(400):
+            block = torch.empty((1 + i % 4) * 2**20, dtype=torch.float32)  # 4-16 MiB
+            del block
+    dense, shape = _dense(args.experiment)
+    pruned = _rebuild(dense, _shapes(args.experiment)[PRESET_3X[args.experiment]], shape)
+    dense_ms, pruned_ms = Runtime("eager", **RUNTIME).measure([dense, pruned], shape)
+    run = measure.latency_runner(dense, torch.zeros(BATCH, *shape), "eager", THREADS, HERE)
+    run()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        run()
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+    print(json.dumps({"dense_ms": round(dense_ms, 3), "pruned_ms": round(pruned_ms, 3),
+                      "speedup": round(dense_ms / pruned_ms, 3), "faults_per_forward": faults}))
+
+
 def digits(args: argparse.Namespace) -> None:
     """A short run through the CLI on digits: the at_once preset to a latency target."""
     folder = HERE / "demo" / f"digits_{args.runtime}"
@@ -437,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "command", choices=["table", "predict", "target", "run", "timing", "digits", "park"]
+        "command", choices=["table", "predict", "target", "run", "timing", "allocator", "digits", "park"]
     )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides (run, digits)")
     p.add_argument("--experiment", default=EXPERIMENTS[0], choices=EXPERIMENTS)
@@ -447,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget", type=int, default=40)
     p.add_argument("--fast", action="store_true", help="run: bf16 autocast + channels-last weights (as the "
                    "compare harness's --fast; named with its suffix)")
+    p.add_argument("--probe", help=argparse.SUPPRESS)  # allocator: one process's measurement
     args = p.parse_intermixed_args(argv)
     os.chdir(ROOT)  # the presets name data relative to the repository root
     if args.command == "park":
@@ -460,6 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         "target": target,
         "run": run,
         "timing": timing,
+        "allocator": allocator,
         "digits": digits,
     }[args.command](args)
 

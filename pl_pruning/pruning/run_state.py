@@ -49,6 +49,7 @@ class StepRecord:
     finetuned_epochs: int | None = None  # fine-tuning epochs the step had when judged (rechecks included)
     latency_ms: float | None = None    # measured on the latency model's runtime (ms per batch)
     predicted_latency_ms: float | None = None  # what the latency model predicted for it
+    past_target: bool = False          # rolled back: it ran more than TARGET_TOLERANCE under target_latency
 
     @property
     def latency(self) -> float | None:
@@ -67,7 +68,8 @@ class StepRecord:
                 else f"{self.removed} filters ({self.step:.1%} of the group)")
         return (f"{self.phase} step of {size}{where}{screened}: {monitor}={self.metric:.4f} "
                 f"drop={self.drop:+.4f}{versus} MACs={self.macs / 1e6:.2f}M{self._latency_text()} -> "
-                f"{'accepted' if self.accepted else 'rolled back'}")
+                f"{'accepted' if self.accepted else 'rolled back'}"
+                f"{' (past the latency target)' if self.past_target else ''}")
 
     def _latency_text(self) -> str:
         if self.latency is None:

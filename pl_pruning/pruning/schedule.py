@@ -25,7 +25,10 @@ stops on it; with ``target_latency`` instead (milliseconds per batch, or a share
 latency, on the latency model's runtime: :mod:`pl_pruning.pruning.latency`) steps are sized in
 milliseconds saved (a Phase I step saves the ``step`` share of the current latency), capped by
 what the target still allows, and the run stops once the accepted network's latency, measured
-after its cut, reaches the target; the budget (``max_steps``, the epochs left) can end pruning early; the final
+after its cut, reaches the target; a step that runs more than :data:`TARGET_TOLERANCE` under
+the target (the latency model under-predicted what it saves) is rolled back and halved like a
+failed one, so the run ends within that tolerance of its target, or above it when no smaller
+step is left; the budget (``max_steps``, the epochs left) can end pruning early; the final
 fine-tune follows (``final_epochs``, or with ``fill_budget`` every epoch ``max_epochs``
 leaves), and a final network that misses the bound is replaced by the last accepted one.
 """
@@ -53,7 +56,10 @@ from pl_pruning.validate import (
     is_number,
 )
 
-__all__ = ["MAX_STEP", "Decision", "Network", "Schedule", "cosine_factor"]
+__all__ = ["MAX_STEP", "TARGET_TOLERANCE", "Decision", "Network", "Schedule", "cosine_factor"]
+
+# a step whose latency falls more than this share under target_latency went past it: rolled back
+TARGET_TOLERANCE = 0.05
 
 
 _MACHINE = ("phase", "baseline", "step", "layer_queue", "layer_steps", "pending", "final_window")  # what a decision sets
@@ -232,8 +238,9 @@ class Schedule:
                 run.pending = replace(run.pending, rechecks=run.pending.rechecks + 1)
                 d.machine = {k: getattr(run, k) for k in _MACHINE}
                 return d  # one more epoch, then judged again
-            d.judged = replace(run.pending, metric=metric, drop=drop, accepted=self.accepts(drop),
-                               reference=None if reference == run.baseline else reference,
+            past = self._past_target(run, run.pending)
+            d.judged = replace(run.pending, metric=metric, drop=drop, accepted=self.accepts(drop) and not past,
+                               past_target=past, reference=None if reference == run.baseline else reference,
                                finetuned_epochs=self.window(run))
             run.pending = None
             self._adapt(run, d.judged)
@@ -242,6 +249,15 @@ class Schedule:
         self._plan_next(run, d, net, epochs_done, max_epochs)
         d.machine = {k: getattr(run, k) for k in _MACHINE}
         return d
+
+    def _past_target(self, run: RunState, step: StepRecord) -> bool:
+        """Whether the step's network runs more than :data:`TARGET_TOLERANCE` under
+        ``target_latency`` (its measured latency, or the predicted one from a table of
+        another machine)."""
+        base = (run.baseline_cost or {}).get("latency_ms")
+        if self.target_latency is None or base is None or step.latency is None:
+            return False
+        return step.latency < self.target_latency.in_ms(base) * (1 - TARGET_TOLERANCE)
 
     def _marginal(self, run: RunState, drop: float) -> bool:
         """A rejection within the noise: one standard error above the bound, not yet rechecked

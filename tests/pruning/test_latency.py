@@ -22,8 +22,8 @@ from pl_pruning.pruning.latency import (
     parse_target_latency,
     with_widths,
 )
-from pl_pruning.pruning.run_state import RunState
-from pl_pruning.pruning.schedule import Network, Schedule
+from pl_pruning.pruning.run_state import RunState, StepRecord
+from pl_pruning.pruning.schedule import TARGET_TOLERANCE, Network, Schedule
 from pl_pruning.reports.pruning_report import markdown_table
 from pl_pruning.structure.graph import NetworkGraph
 
@@ -248,3 +248,31 @@ def test_a_run_stops_on_its_latency_target(tmp_path, caplog):
     cuts = [e for e in again.history if e["phase"] in ("global", "layerwise")]
     assert cuts and all("latency_ms" not in e and e["predicted_latency_ms"] > 0 for e in cuts)
     assert again.report()["latency"]["measured"] is False
+
+
+def test_a_step_past_the_latency_target_is_rolled_back_and_halved(net):
+    """A cut that runs more than TARGET_TOLERANCE under the target (the model under-predicted
+    what it saves) is rolled back and its step halved; one within the tolerance ends pruning."""
+    graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
+    scored = planner.score_groups(graph.groups, {g.root: torch.rand(g.channels) for g in graph.groups})
+    restored = []
+    net_ = Network(scored=lambda: (graph, scored), cost=lambda: (graph.macs, 1), restore=lambda: restored.append(1),
+                   latency=lambda: (10.0, 10.0), latency_per_filter=lambda g: {n: 0.1 for n in graph.macs_per_filter})
+    schedule = _schedule(target_latency="50%", global_step=0.4)  # 5 ms of a 10 ms baseline
+    run = RunState(step=0.4)
+    baseline = schedule.decide(run, 0.9, net_, 0, None).judged
+    run.baseline_cost = {"macs": graph.macs, "params": 1, "latency_ms": baseline.latency_ms}  # as the controller keeps it
+    run.accepted = {"record": baseline.to_dict()}
+
+    def judge(latency_ms: float):
+        run.pending = StepRecord("global", None, run.step, graph.macs // 2, 1, latency_ms=latency_ms,
+                                 predicted_latency_ms=5.0)
+        return schedule.decide(run, 0.9, net_, 0, None)
+
+    d = judge(5.0 * (1 - TARGET_TOLERANCE) - 0.01)
+    assert not d.judged.accepted and d.judged.past_target and restored == [1]
+    assert run.step == pytest.approx(0.2) and run.phase.value == "global"  # halved, pruning goes on
+    assert "rolled back (past the latency target)" in d.judged.describe("val_acc", "latency")
+    d = judge(5.0 * (1 - TARGET_TOLERANCE) + 0.01)
+    assert d.judged.accepted and not d.judged.past_target and restored == [1]
+    assert run.phase.value == "final"  # at the target: pruning ends
