@@ -21,7 +21,8 @@ both spend the same budget (40 epochs) from the same converged checkpoint.
     # resumes from outputs/ (or from partial/ after `park`) when the same command is given again
     python benchmarks/latency_target/run.py run --experiment converged_vgg16_w025 --runtime eager --arm latency
     python benchmarks/latency_target/run.py run --experiment converged_vgg16_w025 --arm macs
-    # every recorded run's final network timed side by side with the dense one (timing.json, timing.md)
+    # every recorded run's final network timed side by side with the dense one (timing.json, timing.md);
+    # with --runtime, on that runtime only (the other's rows carried, with their date)
     python benchmarks/latency_target/run.py timing
     # the same two networks timed in fresh processes, glibc's allocator left alone or made steady
     # (allocator.json, allocator.md)
@@ -324,7 +325,9 @@ def run(args: argparse.Namespace) -> None:
 
 def timing(args: argparse.Namespace) -> None:
     """Every recorded run's network and the 3x preset's, timed side by side with the dense one:
-    the median of REPEATS such measurements (speed-ups from each, their median reported)."""
+    the median of REPEATS such measurements (speed-ups from each, their median reported), on
+    both runtimes, or on ``--runtime`` only, the other runtime's rows carried from the last
+    timing.json with the date they were measured."""
     import statistics
 
     import torch
@@ -332,6 +335,8 @@ def timing(args: argparse.Namespace) -> None:
     from pl_pruning.measure import count_macs
     from pl_pruning.pruning.latency import Runtime
 
+    runtimes = (args.runtime,) if args.runtime else ("eager", "onnxruntime")
+    env = _env()
     rows = []
     for experiment in EXPERIMENTS:
         records = [json.loads(p.read_text()) for p in sorted(RUNS.glob(f"{experiment}_*.json"))]
@@ -350,7 +355,7 @@ def timing(args: argparse.Namespace) -> None:
         )
         nets = {n: _rebuild(dense, c, shape) for n, c in shapes.items()}
         x = torch.zeros(1, *shape)
-        for runtime in ("eager", "onnxruntime"):
+        for runtime in runtimes:
             each = [Runtime(runtime, **RUNTIME).measure([dense, *nets.values()], shape) for _ in range(REPEATS)]
             ms = [statistics.median(column) for column in zip(*each, strict=True)]
             ratios = [[m[0] / m[i] for m in each] for i in range(1, len(ms))]  # each network's speed-ups
@@ -380,29 +385,47 @@ def timing(args: argparse.Namespace) -> None:
                             and record["target"]["runtime"] == runtime
                             else None
                         ),
+                        "date": env["date"],
                     }
                 )
-    env = _env()
+        reductions = {n: round(count_macs(dense, x) / count_macs(net, x), 3) for n, net in nets.items()}
+        rows += _carried(experiment, reductions, runtimes)
     md = [
         "# Latency-targeted against MACs-targeted networks, timed side by side with the dense one",
         "",
         f"One process per experiment, interleaved, batch {BATCH}, {THREADS} thread, eager in contiguous "
-        f"memory format; the median of {REPEATS} side-by-side measurements, their range beside it "
-        f"({env['machine']}, load average {env['load_avg']}, {env['date']}).",
+        f"memory format with the allocator made steady; the median of {REPEATS} side-by-side measurements, "
+        f"their range beside it ({env['machine']}, load average {env['load_avg']}, {env['date']}"
+        + ("" if len(runtimes) == 2 else f"; {' and '.join(runtimes)} timed then, the other rows on the date "
+           "they show") + ").",
         "",
         "| experiment | network | runtime | test acc | MACs reduction | speed-up (range) | target speed-up | "
-        "speed-up / MACs reduction |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "speed-up / MACs reduction | timed |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    rows.sort(key=lambda r: (EXPERIMENTS.index(r["experiment"]), r["runtime"]))
     for r in rows:
         acc = "-" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
         tgt = "-" if r["target_speedup"] is None else f"{r['target_speedup']:.2f}x"
         md.append(
             f"| {r['experiment']} | {r['network']} | {r['runtime']} | {acc} | {r['macs_reduction']:.2f}x | "
             f"{r['speedup']:.2f}x ({r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}) | {tgt} | "
-            f"{r['speedup_over_macs']:.2f} |"
+            f"{r['speedup_over_macs']:.2f} | {r.get('date', '-')} |"
         )
     _write(HERE / "timing.json", {"environment": env, "rows": rows}, md)
+
+
+def _carried(experiment: str, reductions: dict[str, float], timed: tuple[str, ...]) -> list[dict]:
+    """The last timing.json's rows of ``experiment`` on the runtimes not ``timed`` now, for the
+    networks timed now (``reductions``: name -> MACs reduction; a row of a network of the same
+    name but another shape, a run made again, is not carried); each keeps its date."""
+    path = HERE / "timing.json"
+    if len(timed) == 2 or not path.is_file():
+        return []
+    last = json.loads(path.read_text())
+    return [{**r, "date": r.get("date", last["environment"]["date"])} for r in last["rows"]
+            if r["experiment"] == experiment and r["runtime"] not in timed
+            and reductions.get(r["network"]) == r["macs_reduction"]]
 
 
 ALLOCATOR_PROBES = 2  # fresh processes per experiment, allocator and history
@@ -518,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides (run, digits)")
     p.add_argument("--experiment", default=EXPERIMENTS[0], choices=EXPERIMENTS)
-    p.add_argument("--runtime", default="eager", choices=["eager", "onnxruntime"])
+    p.add_argument("--runtime", choices=["eager", "onnxruntime"], help="default: eager; timing: both")
     p.add_argument("--arm", default="latency", choices=["latency", "macs"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, default=40)
@@ -526,6 +549,8 @@ def main(argv: list[str] | None = None) -> None:
                    "compare harness's --fast; named with its suffix)")
     p.add_argument("--probe", help=argparse.SUPPRESS)  # allocator: one process's measurement
     args = p.parse_intermixed_args(argv)
+    if args.runtime is None and args.command != "timing":
+        args.runtime = "eager"
     os.chdir(ROOT)  # the presets name data relative to the repository root
     if args.command == "park":
         parking.park(

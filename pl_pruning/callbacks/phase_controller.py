@@ -96,7 +96,8 @@ class PhaseController(Callback):
         target_latency: stop at this latency on the ``latency`` runtime instead, in one of two
             explicit forms: ``"25ms"`` (milliseconds per batch) or ``"40%"`` (of the baseline's
             latency measured there); steps are then sized in milliseconds saved
-            (:mod:`pl_pruning.pruning.latency`). Not with ``target_macs``.
+            (:mod:`pl_pruning.pruning.latency`), and a step that runs more than 5% under the
+            target is rolled back and halved (``past_target``). Not with ``target_macs``.
         latency: where latency is measured, for ``target_latency``, ``normalize="latency-aware"``
             and ``round_to="auto"`` (without one of them, or a ``table``, nothing is measured): ``runtime`` (``eager`` or ``onnxruntime``, on the CPU),
             ``batch_size`` (64), ``num_threads`` (1), ``min_run_time``, ``rounds``,
