@@ -362,8 +362,11 @@ def timing(args: argparse.Namespace) -> None:
             for (n, net), t, speedups in zip(nets.items(), ms[1:], ratios, strict=True):
                 speedup = statistics.median(speedups)
                 record = next((r for r in records if f"{r['name']}_seed{r['seed']}" == n), None)
-                compare_record = COMPARE / "runs" / f"{n}_seed0.json"  # the preset's, recorded there
-                if record is None and compare_record.is_file():
+                # the preset's, recorded there: its bf16 run where it has one (the arms' precision;
+                # the same cut as the fp32 run)
+                compare_record = next((p for p in (COMPARE / "runs" / f"{n}_bf16cl_seed0.json",
+                                                   COMPARE / "runs" / f"{n}_seed0.json") if p.is_file()), None)
+                if record is None and compare_record is not None:
                     record = json.loads(compare_record.read_text())
                 macs = count_macs(dense, x) / count_macs(net, x)
                 rows.append(
@@ -388,8 +391,8 @@ def timing(args: argparse.Namespace) -> None:
                         "date": env["date"],
                     }
                 )
-        reductions = {n: round(count_macs(dense, x) / count_macs(net, x), 3) for n, net in nets.items()}
-        rows += _carried(experiment, reductions, runtimes)
+        now = {r["network"]: r for r in rows if r["experiment"] == experiment}
+        rows += _carried(experiment, now, runtimes)
     md = [
         "# Latency-targeted against MACs-targeted networks, timed side by side with the dense one",
         "",
@@ -415,17 +418,18 @@ def timing(args: argparse.Namespace) -> None:
     _write(HERE / "timing.json", {"environment": env, "rows": rows}, md)
 
 
-def _carried(experiment: str, reductions: dict[str, float], timed: tuple[str, ...]) -> list[dict]:
+def _carried(experiment: str, now: dict[str, dict], timed: tuple[str, ...]) -> list[dict]:
     """The last timing.json's rows of ``experiment`` on the runtimes not ``timed`` now, for the
-    networks timed now (``reductions``: name -> MACs reduction; a row of a network of the same
-    name but another shape, a run made again, is not carried); each keeps its date."""
+    networks timed now (``now``: name -> its row; a row of a network of the same name but another
+    MACs reduction, a run made again, is not carried); each keeps its date and takes the test
+    accuracy the networks' records give now."""
     path = HERE / "timing.json"
     if len(timed) == 2 or not path.is_file():
         return []
     last = json.loads(path.read_text())
-    return [{**r, "date": r.get("date", last["environment"]["date"])} for r in last["rows"]
-            if r["experiment"] == experiment and r["runtime"] not in timed
-            and reductions.get(r["network"]) == r["macs_reduction"]]
+    return [{**r, "date": r.get("date", last["environment"]["date"]), "test_acc": now[r["network"]]["test_acc"]}
+            for r in last["rows"] if r["experiment"] == experiment and r["runtime"] not in timed
+            and r["network"] in now and now[r["network"]]["macs_reduction"] == r["macs_reduction"]]
 
 
 ALLOCATOR_PROBES = 2  # fresh processes per experiment, allocator and history
