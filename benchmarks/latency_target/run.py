@@ -355,11 +355,13 @@ def timing(args: argparse.Namespace) -> None:
         )
         nets = {n: _rebuild(dense, c, shape) for n, c in shapes.items()}
         x = torch.zeros(1, *shape)
+        dense_macs = count_macs(dense, x)
+        reductions = {n: dense_macs / count_macs(net, x) for n, net in nets.items()}  # one count a network
         for runtime in runtimes:
             each = [Runtime(runtime, **RUNTIME).measure([dense, *nets.values()], shape) for _ in range(REPEATS)]
             ms = [statistics.median(column) for column in zip(*each, strict=True)]
             ratios = [[m[0] / m[i] for m in each] for i in range(1, len(ms))]  # each network's speed-ups
-            for (n, net), t, speedups in zip(nets.items(), ms[1:], ratios, strict=True):
+            for n, t, speedups in zip(nets, ms[1:], ratios, strict=True):
                 speedup = statistics.median(speedups)
                 record = next((r for r in records if f"{r['name']}_seed{r['seed']}" == n), None)
                 # the preset's, recorded there: its bf16 run where it has one (the arms' precision;
@@ -368,7 +370,7 @@ def timing(args: argparse.Namespace) -> None:
                                                    COMPARE / "runs" / f"{n}_seed0.json") if p.is_file()), None)
                 if record is None and compare_record is not None:
                     record = json.loads(compare_record.read_text())
-                macs = count_macs(dense, x) / count_macs(net, x)
+                macs = reductions[n]
                 rows.append(
                     {
                         "experiment": experiment,
@@ -488,7 +490,7 @@ def _allocator_probe(args: argparse.Namespace) -> None:
 
     allocator_mode, past = args.probe.split(",")
     if allocator_mode == "as_is":
-        measure._steady = False  # as if the allocator had been made steady already: it is left alone
+        measure._steady = False  # as if mallopt were missing: steady_allocator leaves glibc alone
     if past == "past":
         for i in range(400):
             block = torch.empty((1 + i % 4) * 2**20, dtype=torch.float32)  # 4-16 MiB

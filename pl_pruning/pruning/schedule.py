@@ -254,10 +254,8 @@ class Schedule:
         """Whether the step's network runs more than :data:`TARGET_TOLERANCE` under
         ``target_latency`` (its measured latency, or the predicted one from a table of
         another machine)."""
-        base = (run.baseline_cost or {}).get("latency_ms")
-        if self.target_latency is None or base is None or step.latency is None:
-            return False
-        return step.latency < self.target_latency.in_ms(base) * (1 - TARGET_TOLERANCE)
+        target = self._latency_target_ms(run) if self.target_latency is not None else None
+        return target is not None and step.latency is not None and step.latency < target * (1 - TARGET_TOLERANCE)
 
     def _marginal(self, run: RunState, drop: float) -> bool:
         """A rejection within the noise: one standard error above the bound, not yet rechecked
@@ -359,11 +357,15 @@ class Schedule:
         """``target_macs`` in MACs, or ``target_latency`` in ms (``d.judged``: the baseline, or
         the step just judged)."""
         if self.target_latency is not None:
-            base = (run.baseline_cost or {}).get("latency_ms")
-            if base is None:  # deciding on the baseline itself
-                base = d.judged.latency
-            return self.target_latency.in_ms(base)
+            target = self._latency_target_ms(run)
+            return self.target_latency.in_ms(d.judged.latency) if target is None else target  # None: on the baseline
         return target_in_macs(self.target_macs, run.baseline_cost["macs"] if run.baseline_cost else d.judged.macs)
+
+    def _latency_target_ms(self, run: RunState) -> float | None:
+        """``target_latency`` in ms of the baseline's measured latency (None before the baseline
+        is recorded)."""
+        base = (run.baseline_cost or {}).get("latency_ms")
+        return None if base is None else self.target_latency.in_ms(base)
 
     def _accepted_latency(self, run: RunState, d: Decision) -> float:
         """The latency of the network the next step is cut from (measured when it could be)."""
