@@ -91,12 +91,12 @@ MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.
 
 
 def _onnx_runner(model: nn.Module, example_inputs: Tensor, num_threads: int,
-                 folder: Path) -> Callable[[], object]:
+                 folder: Path, dynamo: bool = True) -> Callable[[], object]:
     """A no-argument call that runs ``model`` exported to ONNX in ONNX Runtime."""
     from pl_pruning.export import export_onnx, ort_session
 
     path = folder / f"model_{id(model)}.onnx"
-    export_onnx(model, path, example_inputs, check=False)
+    export_onnx(model, path, example_inputs, check=False, dynamo=dynamo)
     session = ort_session(path, num_threads=num_threads)
     feed = {session.get_inputs()[0].name: example_inputs.detach().float().cpu().numpy()}
     return lambda: session.run(None, feed)
@@ -187,15 +187,17 @@ def interleaved_latency(models: Sequence[nn.Module], example_inputs: Tensor, run
 
 
 def latency_runner(model: nn.Module, example_inputs: Tensor, runtime: str, num_threads: int,
-                   folder: Path, memory_format: str = "contiguous") -> Callable[[], object]:
+                   folder: Path, memory_format: str = "contiguous", dynamo: bool = True) -> Callable[[], object]:
     """A no-argument call that runs ``model`` on ``example_inputs`` in ``runtime`` (a copy in
     eval mode without autograd, in ``memory_format``, or the model exported to ``folder`` and
-    loaded in ONNX Runtime: the session keeps it, the file may go)."""
+    loaded in ONNX Runtime: the session keeps it, the file may go; exported with
+    ``torch.export``, or with ``dynamo=False`` the TorchScript exporter, 30x faster for a
+    single layer, where both write the same node)."""
     check_choice("runtime", runtime, RUNTIMES)
     check_choice("memory_format", memory_format, MEMORY_FORMATS)
     if runtime == "eager":
         return _eager_runner(model, example_inputs, memory_format)
-    return _onnx_runner(model, example_inputs, num_threads, folder)
+    return _onnx_runner(model, example_inputs, num_threads, folder, dynamo)
 
 
 def time_runners(runners: Sequence[Callable[[], object]], num_threads: int = 1, min_run_time: float = 0.5,
@@ -213,6 +215,35 @@ def time_runners(runners: Sequence[Callable[[], object]], num_threads: int = 1, 
             samples[i].append(_time(fn, num_threads, min_run_time / rounds, statistic))
     pick = statistics.median if statistic == "median" else min
     return [pick(t) * 1e3 for t in samples]
+
+
+def fastest_calls(runners: Sequence[Callable[[], object]], num_threads: int = 1, seconds: float = 0.05,
+                  rounds: int = 3) -> list[float]:
+    """Milliseconds of the fastest single call of each runner, timed interleaved: ``rounds``
+    times each runner in turn, each time for ``seconds / rounds`` (and 2 calls) at least.
+    For runners of a few milliseconds timed by the hundred (a latency table's convolutions
+    alone), where :func:`time_runners`'s block-size estimate would cost more than the timing."""
+    import time
+
+    check_int("rounds", rounds, 1)
+    check_int("num_threads", num_threads, 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        for fn in runners:
+            fn()  # warm-up (allocator, kernels)
+        best = [float("inf")] * len(runners)
+        for _ in range(rounds):
+            for i, fn in enumerate(runners):
+                end, calls = time.perf_counter() + seconds / rounds, 0
+                while calls < 2 or time.perf_counter() < end:
+                    start = time.perf_counter()
+                    fn()
+                    best[i] = min(best[i], time.perf_counter() - start)
+                    calls += 1
+    finally:
+        torch.set_num_threads(before)
+    return [b * 1e3 for b in best]
 
 
 def measure_onnx_latency(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,

@@ -8,22 +8,32 @@ the runtime. A :class:`LatencyTable` is measured once per run on the runtime the
 will be deployed on (:class:`Runtime`: eager PyTorch or ONNX Runtime on the CPU, a batch
 size and a thread count, the app's ``measure`` settings):
 
+* every convolution is timed alone (a Conv2d of its shape, on the same runtime, batch and
+  threads) at eight widths of its output and eight of its input
+  (:data:`LAYER_SHARES`, its fastest call: :func:`pl_pruning.measure.fastest_calls`; layers
+  of one shape share one curve): what it costs at any pair of widths is the product of its
+  two curves, interpolated, over its time as given (:meth:`LatencyTable.layer_ms`). The
+  curves hold what MACs cannot: eager PyTorch (oneDNN) runs 18 output channels as slowly as
+  32 and the 16-channel convolution at 32x32 as slowly at 2 output channels as at 16, and
+  ONNX Runtime runs widths off its vector block slower than wider aligned ones;
 * the whole network is timed at a few widths (every group at ``scales`` of its width, and
-  two shapes that cut alternate groups, so that the MACs and the activations do not move
-  together), all timed interleaved, each the fastest of its runs
+  two shapes that cut alternate groups, so that the convolutions and the activations do not
+  move together), all timed interleaved, each the fastest of its runs
   (:func:`pl_pruning.measure.interleaved_latency`; on a shared machine other jobs only add
   time);
-* a least-squares fit with non-negative coefficients gives the runtime's cost of one
-  MAC, of one activation element (a conv's output read and written by the BatchNorm,
-  activation and pooling after it) and its fixed cost: a network's latency is
-  ``fixed_ms + ms_per_mmac * MACs + ms_per_mact * activations`` (per batch; MACs and
-  activations per sample, in millions), counted from the network's own trace
+* a least-squares fit with non-negative coefficients gives the runtime's fixed cost, the
+  scale from the convolutions' time alone to their time in the network, the cost of a MAC
+  outside them (linear layers, grouped convolutions) and of one activation element (a
+  conv's output read and written by the BatchNorm, activation and pooling after it): a
+  network's latency is ``fixed_ms + ms_per_layer_ms * conv_ms + ms_per_mmac * MACs +
+  ms_per_mact * activations``, counted from the network's own trace
   (:class:`~pl_pruning.structure.graph.NetworkGraph`), so the coupling of a group with the
   layers that read it is exact;
-* what one filter of a group costs is then ``ms_per_mmac`` times its MACs
-  (THE :attr:`~pl_pruning.structure.graph.NetworkGraph.macs_per_filter`) plus
-  ``ms_per_mact`` times its output map, and each group's latency as a function of its
-  width is tabulated in the table (``groups``) for reading;
+* what one filter of a group costs is what its convolution's curve and its readers' curves
+  save per filter over the last quarter of their width (a runtime that pads to a multiple
+  saves nothing for one filter and much for a whole multiple) plus its output map's
+  activations (:meth:`LatencyTable.per_filter`), and each group's latency as a function of
+  its width is tabulated in the table (``groups``) for reading;
 * which channel counts run faster on that runtime (``round_to``): for each candidate ``r``,
   the network with every group at a multiple of ``r`` against the one with a channel fewer
   in every group; ``r`` pays when removing that channel makes the network slower (by 2%
@@ -31,14 +41,14 @@ size and a thread count, the app's ``measure`` settings):
   and is no coarser than one layer-wise step of the narrowest group
   (:meth:`LatencyTable.multiple`): it keeps the runtime's fast path at the finest steps (at
   16, a 16-wide group could not be cut and a 32-wide one only halved: a ResNet-20 on ONNX
-  Runtime stopped at 75% of its latency against a 58% target, and on eager PyTorch, where
-  only 16 paid, at 83% against 37%).
+  Runtime stopped at 75% of its latency against a 58% target).
 
-Why not time each group alone at a few widths: cutting one group of VGG-16 changes the
-whole network's time by a few percent, less than the noise of a shared machine (measured:
-a group at a quarter of its width timed slower than the full network); the fit above
-uses changes of the whole network, and a run re-checks every prediction against a real
-measurement and plans from the measurement (the prediction's error goes in the report).
+Why each convolution alone rather than each group in the whole network: cutting one group
+of VGG-16 changes the whole network's time by a few percent, less than the noise of a
+shared machine (measured: a group at a quarter of its width timed slower than the full
+network), while a convolution alone moves by its whole time. A run still re-checks every
+prediction against a real measurement of the whole network and plans from the measurement
+(the prediction's error goes in the report).
 
 The table is plain data: :meth:`LatencyTable.save` writes JSON, :meth:`LatencyTable.load`
 reads it back (on another machine a run plans from its predictions only: a measurement
@@ -77,6 +87,7 @@ from pl_pruning.measure import (
     MEMORY_FORMATS,
     RUNTIMES,
     channel_counts,
+    fastest_calls,
     latency_runner,
     time_runners,
 )
@@ -88,11 +99,16 @@ from pl_pruning.validate import check_choice, check_int, check_number
 __all__ = ["FORMAT", "LatencyTable", "Runtime", "TargetLatency", "parse_target_latency", "relative_error",
            "with_widths"]
 
-FORMAT = 1  # the table's JSON format
+FORMAT = 2  # the table's JSON format (1: no per-layer curves; still read)
+FORMATS = (1, 2)
 SCALES = (1.0, 0.8, 0.6, 0.45, 0.3, 0.2)  # uniform widths timed, as shares of every group's width
 ROUND_CANDIDATES = (4, 8, 16)
 TABULATED = (0.25, 0.5, 0.75, 1.0)  # widths each group's latency is tabulated at, for reading
 ALIGNMENT_MARGIN = 1.02  # a multiple pays when one channel fewer runs at least 2% slower (not noise)
+LAYER_SHARES = tuple(k / 8 for k in range(1, 9))  # widths each convolution is timed at alone
+LAYER_RUN_TIME = 0.05  # seconds per timing of one convolution alone (a few milliseconds each)
+SLOPE_WINDOW = 0.25  # a filter's cost: the mean over the last quarter of its layer's width
+NO_TIME = 1e-9  # ms: what a filter that saves no time costs (a cost must be positive to rank by)
 
 
 # --------------------------------------------------------------------------- the target
@@ -198,11 +214,13 @@ class Runtime:
         with tempfile.TemporaryDirectory() as tmp:
             return self.time([self.runner(m, input_shape, Path(tmp)) for m in models])
 
-    def runner(self, model: nn.Module, input_shape: Sequence[int], folder: Path) -> Callable[[], object]:
-        """A call that runs a CPU copy of ``model`` (without hooks) on this runtime."""
+    def runner(self, model: nn.Module, input_shape: Sequence[int], folder: Path,
+               dynamo: bool = True) -> Callable[[], object]:
+        """A call that runs a CPU copy of ``model`` (without hooks) on this runtime (``dynamo``:
+        :func:`~pl_pruning.measure.latency_runner`'s)."""
         x = torch.zeros(self.batch_size, *input_shape)
         return latency_runner(private_copy(model).cpu(), x, self.name, self.num_threads, folder,
-                              memory_format=self.memory_format)
+                              memory_format=self.memory_format, dynamo=dynamo)
 
     def time(self, runners: Sequence[Callable[[], object]]) -> list[float]:
         """Milliseconds per batch of each runner, interleaved."""
@@ -263,8 +281,15 @@ class LatencyTable:
     Attributes:
         runtime: where it was measured (:class:`Runtime` fields as a dict).
         input_shape: one sample's shape (the batch is ``runtime["batch_size"]``).
-        fixed_ms, ms_per_mmac, ms_per_mact: the fitted costs (per batch): fixed, per
-            million MACs of a sample, per million activation elements of a sample.
+        fixed_ms, ms_per_layer_ms, ms_per_mmac, ms_per_mact: the fitted costs (per batch):
+            fixed, per millisecond of the convolutions timed alone (:attr:`curves`), per
+            million MACs of a sample outside them, per million activation elements of a sample.
+        layers: convolution name -> the key of its curve in :attr:`curves` (layers of one
+            shape share one).
+        curves: key -> one convolution timed alone (``conv``: its shape; ``out``/``out_ms``:
+            ms per batch at output widths, the input as in the network; ``in``/``in_ms``: at
+            input widths, the output as in the network): what its time is at any pair of
+            widths, interpolated (:meth:`layer_ms`).
         measurements: the networks timed: ``{"shape", "mmacs", "mact", "ms", "fitted_ms"}`` each.
         reference_ms: the network as given, timed (``measurements[0]``).
         groups: group root -> ``{"widths": [...], "ms": [...]}``: the whole network's
@@ -280,6 +305,9 @@ class LatencyTable:
     fixed_ms: float
     ms_per_mmac: float
     ms_per_mact: float
+    ms_per_layer_ms: float = 0.0
+    layers: dict[str, str] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
     measurements: list[dict[str, Any]] = field(default_factory=list)
     reference_ms: float | None = None
     groups: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -293,7 +321,8 @@ class LatencyTable:
     @classmethod
     def fit(cls, model: nn.Module, runtime: Runtime | Mapping[str, Any] | None = None, *,
             input_shape: Sequence[int] | None = None, ignored_layers: Sequence[str] = (),
-            scales: Sequence[float] = SCALES, round_candidates: Sequence[int] = ROUND_CANDIDATES) -> LatencyTable:
+            scales: Sequence[float] = SCALES, round_candidates: Sequence[int] = ROUND_CANDIDATES,
+            layer_curves: bool = True) -> LatencyTable:
         """Measure ``model`` (not changed) on ``runtime`` and fit the costs.
 
         Args:
@@ -303,6 +332,8 @@ class LatencyTable:
             ignored_layers: as the run's: their groups keep their width.
             scales: the uniform widths timed, shares in ``(0, 1]``, at least two.
             round_candidates: channel multiples tried for ``round_to`` (empty: none tried).
+            layer_curves: time every convolution alone at :data:`LAYER_SHARES` of its output
+                and of its input width (False: the MACs stand for them, format 1's model).
 
         Raises:
             PlPruningError: no input shape, bad scales or candidates, a bad runtime.
@@ -328,12 +359,17 @@ class LatencyTable:
         nets = [with_widths(model, widths, input_shape) for _, widths in shapes]
         nets += [with_widths(model, widths, input_shape) for pair in aligned.values() for widths in pair]
         ms = runtime.measure(nets, input_shape)
-        features = [counts(_graph(net, input_shape)) for net in nets[:len(shapes)]]
+        layers = _conv_layers(graph) if layer_curves else {}
+        table = cls(runtime=asdict(runtime), input_shape=list(input_shape), fixed_ms=0.0, ms_per_mmac=0.0,
+                    ms_per_mact=0.0, layers={name: key for name, (key, _) in layers.items()},
+                    curves=_time_layers({key: conv for key, conv in layers.values()}, runtime))
+        features = [table.features(_graph(net, input_shape)) for net in nets[:len(shapes)]]
         for net in nets:
             NetworkGraph.forget(net)
-        fixed, per_mmac, per_mact = _nonnegative_fit(features, ms[:len(shapes)])
-        measurements = [{"shape": name, "mmacs": round(f[0], 4), "mact": round(f[1], 4), "ms": round(t, 4),
-                         "fitted_ms": round(fixed + per_mmac * f[0] + per_mact * f[1], 4)}
+        table.fixed_ms, table.ms_per_layer_ms, table.ms_per_mmac, table.ms_per_mact = \
+            _nonnegative_fit(features, ms[:len(shapes)])
+        measurements = [{"shape": name, "layer_ms": round(f[0], 4), "mmacs": round(f[1], 4),
+                         "mact": round(f[2], 4), "ms": round(t, 4), "fitted_ms": round(table.combine(f), 4)}
                         for (name, _), f, t in zip(shapes, features, ms, strict=False)]
         it = iter(ms[len(shapes):])
         candidates = {}
@@ -341,11 +377,8 @@ class LatencyTable:
             a, b = next(it), next(it)
             candidates[str(r)] = {"aligned_ms": round(a, 4), "one_less_ms": round(b, 4), 
                                   "pays": b >= a * ALIGNMENT_MARGIN}
-        table = cls(runtime=asdict(runtime), input_shape=list(input_shape), fixed_ms=fixed, ms_per_mmac=per_mmac,
-                    ms_per_mact=per_mact, measurements=measurements,
-                    reference_ms=measurements[0]["ms"] if scales[0] == 1 else None,
-                    round_to={"candidates": candidates},
-                    machine=_machine())
+        table.measurements, table.round_to, table.machine = measurements, {"candidates": candidates}, _machine()
+        table.reference_ms = measurements[0]["ms"] if scales[0] == 1 else None
         table.groups = table.tabulate(graph)
         table.fit_s = round(time.perf_counter() - start, 2)
         return table
@@ -368,29 +401,98 @@ class LatencyTable:
         """The width of the narrowest group the table measured (None: it tabulated none)."""
         return min((int(g["widths"][-1]) for g in self.groups.values()), default=None)
 
+    def layer_ms(self, name: str, in_width: float, out_width: float) -> float:
+        """Milliseconds per batch of the convolution ``name`` alone at these widths: its
+        measured time at the output width times its measured time at the input width, over
+        its time as measured (each interpolated between the widths timed; below the
+        narrowest, as at the narrowest)."""
+        import numpy as np
+
+        c = self.curves[self.layers[name]]
+        at_out = float(np.interp(out_width, c["out"], c["out_ms"]))
+        at_in = float(np.interp(in_width, c["in"], c["in_ms"]))
+        return at_out * at_in / c["ms"]
+
+    def features(self, graph: NetworkGraph) -> tuple[float, float, float]:
+        """What the model reads of a network: the ms of its tabulated convolutions
+        (:meth:`layer_ms` at their widths), the MACs outside them and the activation
+        elements (millions, per sample)."""
+        mmacs, mact = counts(graph)
+        layer_ms = 0.0
+        for name, (shape_in, shape_out) in graph.layer_shapes.items():
+            if name in self.layers:
+                layer_ms += self.layer_ms(name, shape_in[1], shape_out[1])
+                mmacs -= _conv_mmacs(self.curves[self.layers[name]]["conv"], shape_in[1], shape_out[1])
+        return layer_ms, max(mmacs, 0.0), mact
+
+    def combine(self, features: Sequence[float]) -> float:
+        """Milliseconds per batch from :meth:`features`."""
+        layer_ms, mmacs, mact = features
+        return self.fixed_ms + self.ms_per_layer_ms * layer_ms + self.ms_per_mmac * mmacs + self.ms_per_mact * mact
+
     def predict(self, graph: NetworkGraph) -> float:
         """Milliseconds per batch of the network ``graph`` describes."""
-        mmacs, mact = counts(graph)
-        return self.fixed_ms + self.ms_per_mmac * mmacs + self.ms_per_mact * mact
+        return self.combine(self.features(graph))
 
     def per_filter(self, graph: NetworkGraph) -> dict[str, float]:
-        """Milliseconds one filter of each layer costs (its MACs, THE
-        :attr:`~pl_pruning.structure.graph.NetworkGraph.macs_per_filter`, and its output map),
-        for every layer ``graph.macs_per_filter`` names."""
+        """Milliseconds one filter of each layer costs, for every layer
+        ``graph.macs_per_filter`` names: its output map's activations, and for a tabulated
+        convolution and each tabulated consumer the time its curve saves per filter over the
+        last quarter of the width (:data:`SLOPE_WINDOW`: a runtime that pads channels to a
+        multiple saves nothing for one filter and much for a whole multiple); MACs outside
+        the curves (THE :attr:`~pl_pruning.structure.graph.NetworkGraph.macs_per_filter`
+        less theirs) at the fitted cost of a MAC; at least :data:`NO_TIME`, so that a ranking per
+        millisecond keeps the filters that buy none."""
         hw = {name: h * w for name, (h, w) in graph.output_hw.items()}
-        return {name: self.ms_per_mmac * macs / 1e6 + self.ms_per_mact * hw.get(name, 1) / 1e6
-                for name, macs in graph.macs_per_filter.items()}
+        shapes = graph.layer_shapes
+        out = {}
+        for name, macs in graph.macs_per_filter.items():
+            ms, mmacs = 0.0, macs / 1e6
+            for layer, lost in ((name, (0, 1)), *((c, (cols, 0)) for c, cols in graph.reads.get(name, {}).items())):
+                if layer not in self.layers or layer not in shapes:
+                    continue
+                ci, co = shapes[layer][0][1], shapes[layer][1][1]
+                k = max(1, round(SLOPE_WINDOW * (co if lost[1] else ci)))  # filters of ``name`` in the window
+                dci, dco = lost[0] * k, lost[1] * k
+                ms += (self.layer_ms(layer, ci, co) - self.layer_ms(layer, ci - dci, co - dco)) / k
+                conv = self.curves[self.layers[layer]]["conv"]
+                mmacs -= (_conv_mmacs(conv, ci, co) - _conv_mmacs(conv, ci - dci, co - dco)) / k
+            out[name] = max(self.ms_per_layer_ms * max(ms, 0.0) + self.ms_per_mmac * max(mmacs, 0.0)
+                            + self.ms_per_mact * hw.get(name, 1) / 1e6, NO_TIME)
+        return out
 
     def tabulate(self, graph: NetworkGraph, shares: Sequence[float] = TABULATED) -> dict[str, dict[str, list[float]]]:
         """Each group's latency as a function of its width (the others as in ``graph``):
         ``{root: {"widths": [...], "ms": [...]}}``, the whole network's predicted ms."""
-        base, cost = self.predict(graph), self.per_filter(graph)
+        shapes, reads = graph.layer_shapes, graph.reads
+        hw = {name: h * w for name, (h, w) in graph.output_hw.items()}
+        layer_ms, mmacs, mact = self.features(graph)
+        modules = {name: m for m, name in graph.names.items()}
         out = {}
         for group in graph.groups:
-            per = sum(cost.get(c, 0.0) for c in group.convs)
             widths = sorted({max(1, round(s * group.channels)) for s in shares})
-            out[group.root] = {"widths": widths,
-                               "ms": [round(base - per * (group.channels - w), 4) for w in widths]}
+            row = []
+            for w in widths:
+                cut = group.channels - w
+                changed: dict[str, list[int]] = {}
+                for conv in group.convs:
+                    if conv in shapes:
+                        changed.setdefault(conv, [shapes[conv][0][1], shapes[conv][1][1]])[1] -= cut
+                    for reader, cols in reads.get(conv, {}).items():
+                        if reader in shapes:
+                            changed.setdefault(reader, [shapes[reader][0][1], shapes[reader][1][1]])[0] -= cols * cut
+                d_layer = d_macs = 0.0
+                for layer, (ci, co) in changed.items():
+                    was_ci, was_co = shapes[layer][0][1], shapes[layer][1][1]
+                    if layer in self.layers:
+                        d_layer += self.layer_ms(layer, ci, co) - self.layer_ms(layer, was_ci, was_co)
+                    else:
+                        module = modules[layer]
+                        d_macs += (_module_mmacs(module, shapes[layer], ci, co)
+                                   - _module_mmacs(module, shapes[layer], was_ci, was_co))
+                d_act = -sum(cut * hw.get(conv, 1) for conv in group.convs) / 1e6
+                row.append(round(self.combine((layer_ms + d_layer, mmacs + d_macs, mact + d_act)), 4))
+            out[group.root] = {"widths": widths, "ms": row}
         return out
 
     def check_input(self, input_shape: Sequence[int]) -> None:
@@ -406,8 +508,8 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT or "ms_per_mmac" not in data:
-            raise PlPruningError(f"not a latency table of format {FORMAT} (format "
+        if not isinstance(data, Mapping) or data.get("format") not in FORMATS or "ms_per_mmac" not in data:
+            raise PlPruningError(f"not a latency table of format {' or '.join(map(str, FORMATS))} (format "
                                  f"{data.get('format') if isinstance(data, Mapping) else None!r})")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -443,13 +545,26 @@ class LatencyTable:
                  f"Measured on {m.get('processor', '?')}, {m.get('cpus', '?')} CPUs, torch {m.get('torch', '?')}"
                  + (f", ONNX Runtime {m['onnxruntime']}" if m.get("onnxruntime") else "")
                  + (f", in {self.fit_s:.0f} s" if self.fit_s else "") + ".", "",
-                 f"latency = {self.fixed_ms:.3f} ms + {self.ms_per_mmac:.4f} ms x MMACs + "
-                 f"{self.ms_per_mact:.4f} ms x M activations (per sample counts, batch {rt['batch_size']})", "",
-                 "| network timed | MMACs | M activations | ms measured | ms fitted | error |",
-                 "| --- | ---: | ---: | ---: | ---: | ---: |"]
+                 f"latency = {self.fixed_ms:.3f} ms + {self.ms_per_layer_ms:.3f} x ms of the convolutions timed "
+                 f"alone + {self.ms_per_mmac:.4f} ms x MMACs outside them + {self.ms_per_mact:.4f} ms x M "
+                 f"activations (per sample counts, batch {rt['batch_size']})", "",
+                 "| network timed | ms of its convolutions alone | MMACs outside them | M activations | "
+                 "ms measured | ms fitted | error |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in self.measurements:
-            lines.append(f"| {r['shape']} | {r['mmacs']:.3f} | {r['mact']:.4f} | {r['ms']:.3f} | "
-                         f"{r['fitted_ms']:.3f} | {r['fitted_ms'] / r['ms'] - 1:+.1%} |")
+            lines.append(f"| {r['shape']} | {r.get('layer_ms', 0.0):.3f} | {r['mmacs']:.3f} | {r['mact']:.4f} | "
+                         f"{r['ms']:.3f} | {r['fitted_ms']:.3f} | {r['fitted_ms'] / r['ms'] - 1:+.1%} |")
+        if self.curves:
+            lines += ["", "Each convolution timed alone (ms per batch) at output widths (the input as in the "
+                          "network) and at input widths (the output as in the network):", "",
+                      "| convolution | layers | ms at output widths | ms at input widths |", "| --- | ---: | --- | --- |"]
+            for key, c in self.curves.items():
+                conv, names = c["conv"], [n for n, k in self.layers.items() if k == key]
+                label = (f"{conv['in']}->{conv['out']} {'x'.join(map(str, conv['kernel_size']))} "
+                         f"stride {max(conv['stride'])} at {'x'.join(map(str, conv['input_hw']))}")
+                lines.append(f"| {label} | {len(names)} | "
+                             + ", ".join(f"{w}: {v:.2f}" for w, v in zip(c["out"], c["out_ms"], strict=True)) + " | "
+                             + ", ".join(f"{w}: {v:.2f}" for w, v in zip(c["in"], c["in_ms"], strict=True)) + " |")
         if self.groups:
             lines += ["", "| group | ms of the network at widths |", "| --- | --- |"]
             for root, g in self.groups.items():
@@ -464,15 +579,79 @@ class LatencyTable:
         return "\n".join(lines) + "\n"
 
 
-def _nonnegative_fit(features: Sequence[tuple[float, float]], ms: Sequence[float]) -> tuple[float, float, float]:
-    """``fixed, per_mmac, per_mact`` >= 0 minimising the squared relative error."""
+def _conv_layers(graph: NetworkGraph) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every ungrouped Conv2d the trace saw: name -> (the key of its shape, its shape)."""
+    modules = {name: m for m, name in graph.names.items()}
+    out = {}
+    for name, (shape_in, shape_out) in graph.layer_shapes.items():
+        m = modules[name]
+        if not isinstance(m, nn.Conv2d) or m.groups != 1 or len(shape_in) != 4 or m.padding_mode != "zeros":
+            continue
+        conv = {"in": int(shape_in[1]), "out": int(shape_out[1]), "input_hw": [int(d) for d in shape_in[2:]],
+                "output_hw": [int(d) for d in shape_out[2:]], "kernel_size": list(m.kernel_size),
+                "stride": list(m.stride), "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
+                "dilation": list(m.dilation), "bias": m.bias is not None}
+        out[name] = (json.dumps(conv, sort_keys=True), conv)
+    return out
+
+
+def _time_layers(convs: Mapping[str, dict[str, Any]], runtime: Runtime) -> dict[str, dict[str, Any]]:
+    """Each convolution timed alone on ``runtime`` (its fastest call in :data:`LAYER_RUN_TIME`
+    seconds, :func:`~pl_pruning.measure.fastest_calls`) at
+    :data:`LAYER_SHARES` of its output width (the input as given) and of its input width (the
+    output as given), all interleaved; its time as given is the faster of its two timings."""
+    plan = []
+    for key, conv in convs.items():
+        for side in ("out", "in"):
+            for w in sorted({max(1, round(s * conv[side])) for s in LAYER_SHARES}):
+                plan.append((key, side, w))
+    if not plan:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = []
+        for key, side, w in plan:
+            conv = convs[key]
+            ci, co = (conv["in"], w) if side == "out" else (w, conv["out"])
+            module = nn.Conv2d(ci, co, tuple(conv["kernel_size"]), stride=tuple(conv["stride"]),
+                               padding=conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"]),
+                               dilation=tuple(conv["dilation"]), bias=conv["bias"]).eval()
+            runners.append(runtime.runner(module, (ci, *conv["input_hw"]), Path(tmp), dynamo=False))
+        ms = fastest_calls(runners, runtime.num_threads, LAYER_RUN_TIME, runtime.rounds)
+    out: dict[str, dict[str, Any]] = {key: {"conv": conv, "out": [], "out_ms": [], "in": [], "in_ms": []}
+                                      for key, conv in convs.items()}
+    for (key, side, w), t in zip(plan, ms, strict=True):
+        out[key][side].append(w)
+        out[key][f"{side}_ms"].append(round(t, 5))
+    for curve in out.values():
+        curve["ms"] = min(curve["out_ms"][-1], curve["in_ms"][-1])
+        curve["out_ms"][-1] = curve["in_ms"][-1] = curve["ms"]
+    return out
+
+
+def _conv_mmacs(conv: Mapping[str, Any], in_width: float, out_width: float) -> float:
+    """Millions of MACs of one sample through an ungrouped convolution at these widths."""
+    return math.prod(conv["output_hw"]) * math.prod(conv["kernel_size"]) * in_width * out_width / 1e6
+
+
+def _module_mmacs(module: nn.Module, shapes: tuple[tuple, tuple], in_width: float, out_width: float) -> float:
+    """Millions of MACs of one sample through a Conv or Linear layer at these widths (a grouped
+    convolution's groups taken to follow its width, as a depthwise one's do)."""
+    shape_in, shape_out = shapes
+    if isinstance(module, nn.Linear):
+        return math.prod(shape_out[1:-1]) * in_width * out_width / 1e6
+    per_group_in = in_width if module.groups == 1 else module.in_channels // module.groups
+    return math.prod(shape_out[2:]) * math.prod(module.kernel_size) * per_group_in * out_width / 1e6
+
+
+def _nonnegative_fit(features: Sequence[Sequence[float]], ms: Sequence[float]) -> tuple[float, ...]:
+    """The fixed cost and one cost per feature, all >= 0, minimising the squared relative error."""
     import numpy as np
     from scipy.optimize import nnls
 
     y = np.asarray(ms, dtype=float)
-    x = np.asarray([[1.0, m, a] for m, a in features]) / y[:, None]  # relative: small networks count alike
+    x = np.asarray([[1.0, *f] for f in features]) / y[:, None]  # relative: small networks count alike
     coef, _ = nnls(x, np.ones_like(y))
-    return float(coef[0]), float(coef[1]), float(coef[2])
+    return tuple(float(c) for c in coef)
 
 
 def _input_shape(model: nn.Module, input_shape: Sequence[int] | None) -> list[int]:

@@ -208,6 +208,9 @@ class NetworkGraph:
         channels: out channels of every Conv / out features of every Linear
             (:func:`pl_pruning.measure.channel_counts`).
         output_hw: spatial size of each Conv2d's output, for one sample.
+        layer_shapes: Conv/Linear name -> (input shape, output shape) of one sample (batch
+            dimension 1) as the trace saw them: what a latency table times each layer at.
+        reads: Conv/Linear name -> {consumer name: input channels it loses per removed filter}.
         macs_per_filter: THE MACs one filter costs per sample: its own kernel over its
             output map plus, for each consumer, the input channel(s) that go with it.
         macs: MACs of one sample (what :func:`pl_pruning.measure.count_macs` counts).
@@ -237,6 +240,8 @@ class NetworkGraph:
     macs = property(lambda self: self._trace.macs)
     macs_per_filter = property(lambda self: self._trace.macs_per_filter)
     consumers = property(lambda self: {n: tuple(r) for n, r in self._trace.reads.items()})
+    reads = property(lambda self: self._trace.reads)
+    layer_shapes = property(lambda self: {self.names[m]: s for m, s in self._trace.shapes.items()})
 
     @classmethod
     def of(cls, model: nn.Module, example_inputs: object,

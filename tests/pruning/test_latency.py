@@ -14,6 +14,7 @@ from pruning_helpers import trained_digits_classifier, trainer
 from pl_pruning import PhaseController, PlPruningError, build_model
 from pl_pruning.pruning import planner
 from pl_pruning.pruning.latency import (
+    NO_TIME,
     LatencyTable,
     Runtime,
     TargetLatency,
@@ -72,21 +73,64 @@ def test_the_fit_recovers_known_costs():
 
 def test_a_table_predicts_from_the_network_it_is_given(net, table):
     graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
-    mmacs, mact = counts(graph)
-    assert table.predict(graph) == pytest.approx(table.fixed_ms + table.ms_per_mmac * mmacs + table.ms_per_mact * mact)
+    convs = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted(table.layers) == sorted(convs)  # every convolution timed alone
+    for name in convs:
+        curve = table.curves[table.layers[name]]
+        (shape_in, shape_out) = graph.layer_shapes[name]
+        assert curve["out"][-1] == shape_out[1] and curve["in"][-1] == shape_in[1] and len(curve["out"]) >= 2
+        assert table.layer_ms(name, shape_in[1], shape_out[1]) == pytest.approx(curve["ms"])
+    layer_ms, mmacs, mact = table.features(graph)
+    assert layer_ms == pytest.approx(sum(table.curves[table.layers[n]]["ms"] for n in convs))
+    assert mmacs < counts(graph)[0] and mact == counts(graph)[1]  # the linear layers' MACs only
+    assert table.predict(graph) == pytest.approx(table.fixed_ms + table.ms_per_layer_ms * layer_ms
+                                                 + table.ms_per_mmac * mmacs + table.ms_per_mact * mact)
     thin = with_widths(net, {g.root: g.channels // 2 for g in graph.groups}, (1, 8, 8))
     assert table.predict(NetworkGraph.of(thin, torch.zeros(1, 1, 8, 8))) <= table.predict(graph)
     per = table.per_filter(graph)
     assert set(per) >= {g.root for g in graph.groups} and all(v >= 0 for v in per.values())
-    # the tabulated widths of a group: one filter fewer costs per_filter less
+    # a group's tabulated widths: what predict says of the network with that group cut there
     for g in graph.groups:
         row = table.groups[g.root]
         assert row["widths"][-1] == g.channels and row["ms"][-1] == pytest.approx(table.predict(graph), abs=1e-3)
-        cost = sum(per[c] for c in g.convs)
-        assert row["ms"][0] == pytest.approx(table.predict(graph) - cost * (g.channels - row["widths"][0]), abs=1e-3)
+        cut = with_widths(net, {g.root: row["widths"][0]}, (1, 8, 8))
+        assert row["ms"][0] == pytest.approx(table.predict(NetworkGraph.of(cut, torch.zeros(1, 1, 8, 8))), abs=1e-3)
     assert len(table.measurements) == 8 and table.reference_ms == table.measurements[0]["ms"]
     assert set(table.round_to["candidates"]) == {"4", "8", "16"}
     assert table.paying() == sorted(int(r) for r, c in table.round_to["candidates"].items() if c["pays"])
+
+
+def test_a_convolution_costs_what_its_measured_curves_say_not_its_macs(net, table):
+    """A runtime that pads channels to a multiple (oneDNN in eager PyTorch runs 18 output
+    channels as slowly as 32) saves nothing for the filters of a partial multiple: the
+    curves, interpolated, carry that into the prediction and into what a filter costs."""
+    t = copy.deepcopy(table)
+    graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
+    name = next(g.root for g in graph.groups)
+    ci, co = (s[1] for s in graph.layer_shapes[name])
+    key = t.layers[name]
+    curve = t.curves[key]
+    curve["out"] = [co // 4, co // 2, 3 * co // 4, co]
+    curve["in"] = [ci]
+    curve["out_ms"], curve["in_ms"], curve["ms"] = [1.0, 1.0, 4.0, 4.0], [4.0], 4.0  # steps of half the width
+    t.layers = {name: key}
+    t.ms_per_layer_ms, t.ms_per_mmac, t.ms_per_mact = 1.0, 0.0, 0.0
+    assert t.layer_ms(name, ci, co) == 4.0 and t.layer_ms(name, ci, co - co // 8) == 4.0
+    assert t.layer_ms(name, ci, 5 * co // 8) == pytest.approx(2.5)  # interpolated
+    assert t.layer_ms(name, ci, 1) == 1.0                            # below the narrowest: as there
+    assert t.per_filter(graph)[name] == NO_TIME  # its last quarter buys no time
+    curve["in"], curve["in_ms"] = [ci // 2, ci], [2.0, 4.0]  # the input halved halves the time
+    assert t.layer_ms(name, ci // 2, co // 2) == pytest.approx(0.5)
+
+
+def test_a_table_of_the_first_format_still_predicts_from_macs(net, table):
+    old = {k: v for k, v in table.to_dict().items() if k not in ("layers", "curves", "ms_per_layer_ms")}
+    old["format"] = 1
+    t = LatencyTable.from_dict(old)
+    graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
+    mmacs, mact = counts(graph)
+    assert t.predict(graph) == pytest.approx(t.fixed_ms + t.ms_per_mmac * mmacs + t.ms_per_mact * mact)
+    assert "latency = " in t.to_markdown()
 
 
 def test_round_to_auto_takes_the_finest_paying_multiple_a_step_of_the_narrowest_group_allows(table):
