@@ -320,3 +320,21 @@ def test_a_step_past_the_latency_target_is_rolled_back_and_halved(net):
     d = judge(5.0 * (1 - TARGET_TOLERANCE) + 0.01)
     assert d.judged.accepted and not d.judged.past_target and restored == [1]
     assert run.phase.value == "final"  # at the target: pruning ends
+
+
+def test_an_onnx_runtime_table_times_each_convolution_as_exported_alone(net, tmp_path):
+    """ONNX Runtime's curves time each convolution exported alone (the TorchScript exporter, one
+    Conv node): the session computes what the layer computes, and every convolution has a curve."""
+    from pl_pruning.measure import latency_runner
+
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1).eval()
+    x = torch.randn(2, 4, 8, 8)
+    run = latency_runner(conv, x, "onnxruntime", 1, tmp_path, dynamo=False)
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(run()[0]), conv(x), atol=1e-5)
+    ort = LatencyTable.fit(net, Runtime("onnxruntime", batch_size=8, min_run_time=0.03, rounds=1),
+                           input_shape=(1, 8, 8), scales=(1.0, 0.5), round_candidates=())
+    convs = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted(ort.layers) == sorted(convs) and ort.runtime["name"] == "onnxruntime"
+    assert all(v > 0 for c in ort.curves.values() for v in c["out_ms"] + c["in_ms"])
+    assert ort.predict(NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))) > 0
