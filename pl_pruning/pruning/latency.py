@@ -290,7 +290,8 @@ class LatencyTable:
             ms per batch at output widths, the input as in the network; ``in``/``in_ms``: at
             input widths, the output as in the network): what its time is at any pair of
             widths, interpolated (:meth:`layer_ms`).
-        measurements: the networks timed: ``{"shape", "mmacs", "mact", "ms", "fitted_ms"}`` each.
+        measurements: the networks timed: ``{"shape", "layer_ms", "mmacs", "mact", "ms",
+            "fitted_ms"}`` each (a table of format 1 has no ``layer_ms``).
         reference_ms: the network as given, timed (``measurements[0]``).
         groups: group root -> ``{"widths": [...], "ms": [...]}``: the whole network's
             predicted latency with that group at each width (the others as given).
@@ -490,7 +491,7 @@ class LatencyTable:
                         module = modules[layer]
                         d_macs += (_module_mmacs(module, shapes[layer], ci, co)
                                    - _module_mmacs(module, shapes[layer], was_ci, was_co))
-                d_act = -sum(cut * hw.get(conv, 1) for conv in group.convs) / 1e6
+                d_act = -sum(cut * hw.get(conv, 0) for conv in group.convs) / 1e6  # conv outputs only, as counts()
                 row.append(round(self.combine((layer_ms + d_layer, mmacs + d_macs, mact + d_act)), 4))
             out[group.root] = {"widths": widths, "ms": row}
         return out
