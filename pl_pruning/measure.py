@@ -200,11 +200,31 @@ def latency_runner(model: nn.Module, example_inputs: Tensor, runtime: str, num_t
     return _onnx_runner(model, example_inputs, num_threads, folder, dynamo)
 
 
+def _fastest_call(fn: Callable[[], object], num_threads: int, seconds: float) -> float:
+    """Seconds of the fastest single call of ``fn()`` in ``seconds`` (2 calls at least)."""
+    import time
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        best, calls, end = float("inf"), 0, time.perf_counter() + seconds
+        while calls < 2 or time.perf_counter() < end:
+            start = time.perf_counter()
+            fn()
+            best, calls = min(best, time.perf_counter() - start), calls + 1
+    finally:
+        torch.set_num_threads(before)
+    return best
+
+
 def time_runners(runners: Sequence[Callable[[], object]], num_threads: int = 1, min_run_time: float = 0.5,
                  rounds: int = 3, statistic: str = "median") -> list[float]:
     """Milliseconds of each runner (:func:`latency_runner`), timed interleaved as
-    :func:`interleaved_latency` says."""
-    check_choice("statistic", statistic, ("median", "min"))
+    :func:`interleaved_latency` says; with ``statistic="fastest-call"`` the fastest single
+    call over the rounds, for runners of a few milliseconds timed by the hundred (a latency
+    table's convolutions alone), where ``torch.utils.benchmark``'s block-size estimate would
+    cost more than the timing."""
+    check_choice("statistic", statistic, ("median", "min", "fastest-call"))
     check_int("rounds", rounds, 1)
     check_int("num_threads", num_threads, 1)
     for fn in runners:
@@ -212,38 +232,10 @@ def time_runners(runners: Sequence[Callable[[], object]], num_threads: int = 1, 
     samples: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
         for i, fn in enumerate(runners):
-            samples[i].append(_time(fn, num_threads, min_run_time / rounds, statistic))
+            samples[i].append(_fastest_call(fn, num_threads, min_run_time / rounds) if statistic == "fastest-call"
+                              else _time(fn, num_threads, min_run_time / rounds, statistic))
     pick = statistics.median if statistic == "median" else min
     return [pick(t) * 1e3 for t in samples]
-
-
-def fastest_calls(runners: Sequence[Callable[[], object]], num_threads: int = 1, seconds: float = 0.05,
-                  rounds: int = 3) -> list[float]:
-    """Milliseconds of the fastest single call of each runner, timed interleaved: ``rounds``
-    times each runner in turn, each time for ``seconds / rounds`` (and 2 calls) at least.
-    For runners of a few milliseconds timed by the hundred (a latency table's convolutions
-    alone), where :func:`time_runners`'s block-size estimate would cost more than the timing."""
-    import time
-
-    check_int("rounds", rounds, 1)
-    check_int("num_threads", num_threads, 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        for fn in runners:
-            fn()  # warm-up (allocator, kernels)
-        best = [float("inf")] * len(runners)
-        for _ in range(rounds):
-            for i, fn in enumerate(runners):
-                end, calls = time.perf_counter() + seconds / rounds, 0
-                while calls < 2 or time.perf_counter() < end:
-                    start = time.perf_counter()
-                    fn()
-                    best[i] = min(best[i], time.perf_counter() - start)
-                    calls += 1
-    finally:
-        torch.set_num_threads(before)
-    return [b * 1e3 for b in best]
 
 
 def measure_onnx_latency(model: nn.Module, example_inputs: Tensor, num_threads: int = 1,
