@@ -10,7 +10,7 @@ size and a thread count, the app's ``measure`` settings):
 
 * every convolution is timed alone (a Conv2d of its shape, on the same runtime, batch and
   threads) at eight widths of its output and eight of its input
-  (:data:`LAYER_SHARES`, its fastest call: :func:`pl_pruning.measure.fastest_calls`; layers
+  (:data:`LAYER_SHARES`, its fastest call: :func:`pl_pruning.measure.time_runners`; layers
   of one shape share one curve): what it costs at any pair of widths is the product of its
   two curves, interpolated, over its time as given (:meth:`LatencyTable.layer_ms`). The
   curves hold what MACs cannot: eager PyTorch (oneDNN) runs 18 output channels as slowly as
@@ -87,7 +87,6 @@ from pl_pruning.measure import (
     MEMORY_FORMATS,
     RUNTIMES,
     channel_counts,
-    fastest_calls,
     latency_runner,
     time_runners,
 )
@@ -419,11 +418,13 @@ class LatencyTable:
         (:meth:`layer_ms` at their widths), the MACs outside them and the activation
         elements (millions, per sample)."""
         mmacs, mact = counts(graph)
+        modules = {name: m for m, name in graph.names.items()}
         layer_ms = 0.0
-        for name, (shape_in, shape_out) in graph.layer_shapes.items():
+        for name, shapes in graph.layer_shapes.items():
             if name in self.layers:
-                layer_ms += self.layer_ms(name, shape_in[1], shape_out[1])
-                mmacs -= _conv_mmacs(self.curves[self.layers[name]]["conv"], shape_in[1], shape_out[1])
+                ci, co = shapes[0][1], shapes[1][1]
+                layer_ms += self.layer_ms(name, ci, co)
+                mmacs -= _module_mmacs(modules[name], shapes, ci, co)
         return layer_ms, max(mmacs, 0.0), mact
 
     def combine(self, features: Sequence[float]) -> float:
@@ -446,6 +447,7 @@ class LatencyTable:
         millisecond keeps the filters that buy none."""
         hw = {name: h * w for name, (h, w) in graph.output_hw.items()}
         shapes = graph.layer_shapes
+        modules = {name: m for m, name in graph.names.items()}
         out = {}
         for name, macs in graph.macs_per_filter.items():
             ms, mmacs = 0.0, macs / 1e6
@@ -456,8 +458,8 @@ class LatencyTable:
                 k = max(1, round(SLOPE_WINDOW * (co if lost[1] else ci)))  # filters of ``name`` in the window
                 dci, dco = lost[0] * k, lost[1] * k
                 ms += (self.layer_ms(layer, ci, co) - self.layer_ms(layer, ci - dci, co - dco)) / k
-                conv = self.curves[self.layers[layer]]["conv"]
-                mmacs -= (_conv_mmacs(conv, ci, co) - _conv_mmacs(conv, ci - dci, co - dco)) / k
+                mmacs -= (_module_mmacs(modules[layer], shapes[layer], ci, co)
+                          - _module_mmacs(modules[layer], shapes[layer], ci - dci, co - dco)) / k
             out[name] = max(self.ms_per_layer_ms * max(ms, 0.0) + self.ms_per_mmac * max(mmacs, 0.0)
                             + self.ms_per_mact * hw.get(name, 1) / 1e6, NO_TIME)
         return out
@@ -598,7 +600,7 @@ def _conv_layers(graph: NetworkGraph) -> dict[str, tuple[str, dict[str, Any]]]:
 
 def _time_layers(convs: Mapping[str, dict[str, Any]], runtime: Runtime) -> dict[str, dict[str, Any]]:
     """Each convolution timed alone on ``runtime`` (its fastest call in :data:`LAYER_RUN_TIME`
-    seconds, :func:`~pl_pruning.measure.fastest_calls`) at
+    seconds, :func:`~pl_pruning.measure.time_runners`) at
     :data:`LAYER_SHARES` of its output width (the input as given) and of its input width (the
     output as given), all interleaved; its time as given is the faster of its two timings."""
     plan = []
@@ -617,7 +619,7 @@ def _time_layers(convs: Mapping[str, dict[str, Any]], runtime: Runtime) -> dict[
                                padding=conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"]),
                                dilation=tuple(conv["dilation"]), bias=conv["bias"]).eval()
             runners.append(runtime.runner(module, (ci, *conv["input_hw"]), Path(tmp), dynamo=False))
-        ms = fastest_calls(runners, runtime.num_threads, LAYER_RUN_TIME, runtime.rounds)
+        ms = time_runners(runners, runtime.num_threads, LAYER_RUN_TIME, runtime.rounds, "fastest-call")
     out: dict[str, dict[str, Any]] = {key: {"conv": conv, "out": [], "out_ms": [], "in": [], "in_ms": []}
                                       for key, conv in convs.items()}
     for (key, side, w), t in zip(plan, ms, strict=True):
@@ -627,11 +629,6 @@ def _time_layers(convs: Mapping[str, dict[str, Any]], runtime: Runtime) -> dict[
         curve["ms"] = min(curve["out_ms"][-1], curve["in_ms"][-1])
         curve["out_ms"][-1] = curve["in_ms"][-1] = curve["ms"]
     return out
-
-
-def _conv_mmacs(conv: Mapping[str, Any], in_width: float, out_width: float) -> float:
-    """Millions of MACs of one sample through an ungrouped convolution at these widths."""
-    return math.prod(conv["output_hw"]) * math.prod(conv["kernel_size"]) * in_width * out_width / 1e6
 
 
 def _module_mmacs(module: nn.Module, shapes: tuple[tuple, tuple], in_width: float, out_width: float) -> float:
