@@ -6,6 +6,7 @@ import inspect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -110,9 +111,9 @@ class PhaseController(Callback):
             starts unless its fine-tuning and the final fine-tune still fit).
         compensate, ignored_layers, min_channels, round_to: the surgery's settings, as in
             :class:`~pl_pruning.pruning.pruner.Pruner` (bias compensation, layers never pruned, ...);
-            ``round_to="auto"``: the smallest multiple the latency table measured to pay on its
-            runtime that is no coarser than one ``layer_step`` of the narrowest group (None when
-            none is).
+            ``round_to``: widths above it stay multiples of it, narrower ones are free;
+            ``round_to="auto"``: the largest multiple the latency table measured to pay on its
+            runtime (None when none does).
         report_dir: where the report goes (default ``trainer.default_root_dir``).
         on_unprunable: what a fit that cannot prune does (:meth:`preflight`: no group can
             lose a filter, ``target_macs`` out of reach, no epochs for a step):
@@ -337,10 +338,10 @@ class PhaseController(Callback):
         self.latency_model = model or LatencyModel(LatencyTable.from_dict(table))
         if self.latency_settings["auto_round"]:
             measured = self.latency_model.table
-            chosen = self.schedule.round_to = self.pruner.round_to = measured.multiple(self.schedule.layer_step)
-            info(f"[PhaseController] round_to=auto: {chosen} (multiples that ran at least 2% faster than "
-                 f"one channel fewer on {table['runtime']['name']}: {', '.join(map(str, measured.paying())) or 'none'}; "
-                 f"at most {self.schedule.layer_step:g} of the narrowest group, {measured.narrowest()} wide)")
+            chosen = self.schedule.round_to = self.pruner.round_to = measured.multiple()
+            info(f"[PhaseController] round_to=auto: {chosen} (the largest multiple that paid on "
+                 f"{table['runtime']['name']}, of {', '.join(map(str, measured.paying())) or 'none'}; widths at or "
+                 "below it stay free)")
 
     def _latency_now(self, pl_module: L.LightningModule) -> tuple[float | None, float]:
         """The network's latency as it is: timed (None with a table of another machine), predicted."""
@@ -384,7 +385,7 @@ class PhaseController(Callback):
                           lambda: self._restore_accepted(pl_module, mark=True), screen)
             if self.latency_model is not None:
                 net.latency = lambda: self._latency_now(pl_module)
-                net.latency_per_filter = self.latency_model.table.per_filter
+                net.latency_per_filter = partial(self.latency_model.table.per_filter, round_to=self.schedule.round_to)
             done = 0 if self._before_training else trainer.current_epoch + 1
             decision = self.schedule.decide(self.run, metric, net, done, trainer.max_epochs)
         self._apply(trainer, pl_module, trainer.strategy.broadcast(decision, src=0))

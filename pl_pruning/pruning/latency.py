@@ -34,14 +34,18 @@ size and a thread count, the app's ``measure`` settings):
   saves nothing for one filter and much for a whole multiple) plus its output map's
   activations (:meth:`LatencyTable.per_filter`), and each group's latency as a function of
   its width is tabulated in the table (``groups``) for reading;
-* which channel counts run faster on that runtime (``round_to``): for each candidate ``r``,
-  the network with every group at a multiple of ``r`` against the one with a channel fewer
-  in every group; ``r`` pays when removing that channel makes the network slower (by 2%
-  at least, more than the timing's noise). ``round_to="auto"`` takes the smallest that pays
-  and is no coarser than one layer-wise step of the narrowest group
-  (:meth:`LatencyTable.multiple`): it keeps the runtime's fast path at the finest steps (at
-  16, a 16-wide group could not be cut and a 32-wide one only halved: a ResNet-20 on ONNX
-  Runtime stopped at 75% of its latency against a 58% target).
+* which channel counts run faster on that runtime (``round_to``), read from the same
+  curves: a candidate ``r`` pays when, above ``r``, the widths between its multiples ran
+  no faster than the multiple above them (within 5%) in at least 80% of the cases the
+  curves hold: the runtime pads to ``r`` (eager PyTorch's oneDNN here: 16) or has a fast
+  path at its multiples, so a cut that stops between two multiples buys no time. A table
+  without curves (format 1, ``layer_curves=False``) times the network with every group at
+  a multiple of ``r`` against one channel fewer in each instead (``r`` pays when that runs
+  2% slower). ``round_to="auto"`` takes the largest that pays
+  (:meth:`LatencyTable.multiple`); widths at or below it stay free
+  (:func:`~pl_pruning.pruning.surgery.allowed_width`), so the narrow early groups can
+  still be cut (on oneDNN the convolution reading them gets faster with every input
+  channel below 16).
 
 Why each convolution alone rather than each group in the whole network: cutting one group
 of VGG-16 changes the whole network's time by a few percent, less than the noise of a
@@ -91,7 +95,7 @@ from pl_pruning.measure import (
     time_runners,
 )
 from pl_pruning.pruning.pruner import private_copy
-from pl_pruning.pruning.surgery import prune_filters
+from pl_pruning.pruning.surgery import narrower_width, prune_filters
 from pl_pruning.structure.graph import NetworkGraph
 from pl_pruning.validate import check_choice, check_int, check_number
 
@@ -101,9 +105,11 @@ __all__ = ["FORMAT", "LatencyTable", "Runtime", "TargetLatency", "parse_target_l
 FORMAT = 2  # the table's JSON format (1: no per-layer curves; still read)
 FORMATS = (1, 2)
 SCALES = (1.0, 0.8, 0.6, 0.45, 0.3, 0.2)  # uniform widths timed, as shares of every group's width
-ROUND_CANDIDATES = (4, 8, 16)
+ROUND_CANDIDATES = (4, 8, 16, 32)
 TABULATED = (0.25, 0.5, 0.75, 1.0)  # widths each group's latency is tabulated at, for reading
 ALIGNMENT_MARGIN = 1.02  # a multiple pays when one channel fewer runs at least 2% slower (not noise)
+CURVE_MARGIN = 0.05  # on the curves: a width off the multiples "no faster" within 5% (fastest calls)
+CURVE_SHARE = 0.8  # ... in at least this share of the widths the curves hold for a candidate
 LAYER_SHARES = tuple(k / 8 for k in range(1, 9))  # widths each convolution is timed at alone
 LAYER_RUN_TIME = 0.05  # seconds per timing of one convolution alone (a few milliseconds each)
 SLOPE_WINDOW = 0.25  # a filter's cost: the mean over the last quarter of its layer's width
@@ -294,8 +300,9 @@ class LatencyTable:
         reference_ms: the network as given, timed (``measurements[0]``).
         groups: group root -> ``{"widths": [...], "ms": [...]}``: the whole network's
             predicted latency with that group at each width (the others as given).
-        round_to: ``{"candidates": {r: {"aligned_ms", "one_less_ms", "pays"}}}`` (what
-            :meth:`multiple` chooses from).
+        round_to: ``{"candidates": {r: {"widths", "no_faster", "pays"}}}`` from the curves
+            (a table without curves: ``{"aligned_ms", "one_less_ms", "pays"}``), what
+            :meth:`multiple` chooses from.
         machine: where it was measured (platform, CPUs, torch and ONNX Runtime versions).
         fit_s: seconds the fit took.
     """
@@ -355,7 +362,7 @@ class LatencyTable:
         for parity in (0, 1):  # alternate groups thin: MACs (in x out) fall less than activations
             shapes.append((f"every other group x0.3 (from the {'first' if parity == 0 else 'second'})",
                            {r: max(1, round(0.3 * reference[r])) for i, r in enumerate(roots) if i % 2 == parity}))
-        aligned = _alignment_shapes(reference, round_candidates)
+        aligned = {} if layer_curves else _alignment_shapes(reference, round_candidates)
         nets = [with_widths(model, widths, input_shape) for _, widths in shapes]
         nets += [with_widths(model, widths, input_shape) for pair in aligned.values() for widths in pair]
         ms = runtime.measure(nets, input_shape)
@@ -375,8 +382,10 @@ class LatencyTable:
         candidates = {}
         for r in aligned:
             a, b = next(it), next(it)
-            candidates[str(r)] = {"aligned_ms": round(a, 4), "one_less_ms": round(b, 4), 
+            candidates[str(r)] = {"aligned_ms": round(a, 4), "one_less_ms": round(b, 4),
                                   "pays": b >= a * ALIGNMENT_MARGIN}
+        if layer_curves:
+            candidates = _curve_alignment(table.curves, round_candidates)
         table.measurements, table.round_to, table.machine = measurements, {"candidates": candidates}, _machine()
         table.reference_ms = measurements[0]["ms"] if scales[0] == 1 else None
         table.groups = table.tabulate(graph)
@@ -389,17 +398,11 @@ class LatencyTable:
         """The channel multiples that ran faster on this runtime, smallest first."""
         return sorted(int(r) for r, c in self.round_to.get("candidates", {}).items() if c["pays"])
 
-    def multiple(self, step: float) -> int | None:
-        """The multiple ``round_to="auto"`` takes: the smallest that pays and is no coarser than
-        one ``step`` (a share of a group) of the narrowest group the table measured; a coarser
-        one would make every step on that group larger than it asks, or impossible. None: no
-        multiple pays at that granularity."""
-        fits = [r for r in self.paying() if r <= step * (self.narrowest() or math.inf)]
-        return fits[0] if fits else None
-
-    def narrowest(self) -> int | None:
-        """The width of the narrowest group the table measured (None: it tabulated none)."""
-        return min((int(g["widths"][-1]) for g in self.groups.values()), default=None)
+    def multiple(self) -> int | None:
+        """The multiple ``round_to="auto"`` takes: the largest that pays (None: none does).
+        Widths at or below it stay free, so a coarse multiple never makes a narrow group
+        uncuttable."""
+        return max(self.paying(), default=None)
 
     def layer_ms(self, name: str, in_width: float, out_width: float) -> float:
         """Milliseconds per batch of the convolution ``name`` alone at these widths: its
@@ -436,12 +439,14 @@ class LatencyTable:
         """Milliseconds per batch of the network ``graph`` describes."""
         return self.combine(self.features(graph))
 
-    def per_filter(self, graph: NetworkGraph) -> dict[str, float]:
+    def per_filter(self, graph: NetworkGraph, round_to: int | None = None) -> dict[str, float]:
         """Milliseconds one filter of each layer costs, for every layer
         ``graph.macs_per_filter`` names: its output map's activations, and for a tabulated
         convolution and each tabulated consumer the time its curve saves per filter over the
         last quarter of the width (:data:`SLOPE_WINDOW`: a runtime that pads channels to a
-        multiple saves nothing for one filter and much for a whole multiple); MACs outside
+        multiple saves nothing for one filter and much for a whole multiple), or with
+        ``round_to``, above it, over the filters down to the next width it allows (the block
+        a rounded plan removes: :func:`~pl_pruning.pruning.surgery.narrower_width`); MACs outside
         the curves (THE :attr:`~pl_pruning.structure.graph.NetworkGraph.macs_per_filter`
         less theirs) at the fitted cost of a MAC; at least :data:`NO_TIME`, so that a ranking per
         millisecond keeps the filters that buy none."""
@@ -455,7 +460,9 @@ class LatencyTable:
                 if layer not in self.layers or layer not in shapes:
                     continue
                 ci, co = shapes[layer][0][1], shapes[layer][1][1]
-                k = max(1, round(SLOPE_WINDOW * (co if lost[1] else ci)))  # filters of ``name`` in the window
+                width = co if lost[1] else ci
+                k = (width - narrower_width(width, round_to) if round_to and width > round_to
+                     else max(1, round(SLOPE_WINDOW * width)))  # filters of ``name`` in the window
                 dci, dco = lost[0] * k, lost[1] * k
                 ms += (self.layer_ms(layer, ci, co) - self.layer_ms(layer, ci - dci, co - dco)) / k
                 mmacs -= (_module_mmacs(modules[layer], shapes[layer], ci, co)
@@ -573,11 +580,20 @@ class LatencyTable:
             for root, g in self.groups.items():
                 lines.append(f"| {root} | " + ", ".join(f"{w}: {v:.2f}" for w, v in zip(g["widths"], g["ms"],
                                                                                         strict=True)) + " |")
-        if self.round_to.get("candidates"):
+        candidates = self.round_to.get("candidates", {})
+        if candidates and "widths" in next(iter(candidates.values())):
+            lines += ["", f"round_to: {', '.join(map(str, self.paying())) or 'no multiple'} paid (a multiple "
+                          f"pays when, above it, widths between its multiples ran no faster than the multiple "
+                          f"above them, within {CURVE_MARGIN:.0%}, in {CURVE_SHARE:.0%} of the curves' widths)", "",
+                      "| multiple | widths off it on the curves | no faster than the multiple above | pays |",
+                      "| ---: | ---: | ---: | --- |"]
+            for r, c in candidates.items():
+                lines.append(f"| {r} | {c['widths']} | {c['no_faster']} | {'yes' if c['pays'] else 'no'} |")
+        elif candidates:
             lines += ["", f"round_to: {', '.join(map(str, self.paying())) or 'no multiple'} paid (a multiple "
                           "pays when one channel fewer in every group runs at least 2% slower)", "",
                       "| multiple | ms at multiples | ms one channel fewer | pays |", "| ---: | ---: | ---: | --- |"]
-            for r, c in self.round_to["candidates"].items():
+            for r, c in candidates.items():
                 lines.append(f"| {r} | {c['aligned_ms']:.3f} | {c['one_less_ms']:.3f} | {'yes' if c['pays'] else 'no'} |")
         return "\n".join(lines) + "\n"
 
@@ -628,6 +644,27 @@ def _time_layers(convs: Mapping[str, dict[str, Any]], runtime: Runtime) -> dict[
     for curve in out.values():
         curve["ms"] = min(curve["out_ms"][-1], curve["in_ms"][-1])
         curve["out_ms"][-1] = curve["in_ms"][-1] = curve["ms"]
+    return out
+
+
+def _curve_alignment(curves: Mapping[str, Mapping[str, Any]], candidates: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """Per candidate ``r``, from the convolutions timed alone (both sides of every curve):
+    ``widths``, how many widths above ``r`` off its multiples have the multiple above them
+    timed too, ``no_faster``, how many of those ran no faster than it (within
+    :data:`CURVE_MARGIN`), and ``pays``: at least three widths and :data:`CURVE_SHARE` of them."""
+    out = {}
+    for r in candidates:
+        widths = no_faster = 0
+        for c in curves.values():
+            for side in ("out", "in"):
+                at = dict(zip(c[side], c[f"{side}_ms"], strict=True))
+                for w, ms in at.items():
+                    above = -(-w // r) * r
+                    if w > r and w % r and above in at:
+                        widths += 1
+                        no_faster += ms >= at[above] * (1 - CURVE_MARGIN)
+        out[str(r)] = {"widths": widths, "no_faster": no_faster,
+                       "pays": widths >= 3 and no_faster >= CURVE_SHARE * widths}
     return out
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pl_pruning.errors import PlPruningError
-from pl_pruning.pruning.surgery import rounded_removal
+from pl_pruning.pruning.surgery import allowed_width, narrower_width, rounded_removal
 from pl_pruning.scoring import compute_scores, get_criterion, normalize_scores
 from pl_pruning.statistics.result import CollectedStatistics
 from pl_pruning.structure.graph import NetworkGraph, PruningGroup
@@ -174,11 +174,11 @@ def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: 
     ``min_channels``; ties go to the earlier group and filter.
 
     With ``round_to`` the ranked units are blocks of filters that keep every group's width
-    a multiple of it (a group's lowest ``channels % round_to`` first, then ``round_to`` at a
-    time, never below the narrowest multiple of at least ``min_channels``), each ranked by the
-    mean of its filters' scores: a ranking of single filters would pick a few from many
-    groups (or, ranked per millisecond, only from the narrow early ones), which rounding to
-    whole multiples then cuts to nothing.
+    one it allows, a multiple of it or at most it (a group's lowest ``channels % round_to``
+    first, then ``round_to`` at a time, then one filter at a time at or below ``round_to``,
+    never below ``min_channels``), each ranked by the mean of its filters' scores: a ranking
+    of single filters would pick a few from many groups (or, ranked per millisecond, only
+    from the narrow early ones), which rounding to whole multiples then cuts to nothing.
     """
     if latency_ms is not None and latency_per_filter is None:
         raise PlPruningError("global_plan(latency_ms=...) needs latency_per_filter (ms per filter by layer)")
@@ -211,25 +211,18 @@ def global_plan(scored: Scored, step: float, graph: NetworkGraph, *, normalize: 
     return plan
 
 
-def _narrowest(round_to: int, min_channels: int) -> int:
-    """The narrowest width a rounded plan may leave: the least multiple of ``round_to`` that
-    keeps ``min_channels``."""
-    return -(-max(round_to, min_channels) // round_to) * round_to
-
-
 def _blocks(root: str, scores: Tensor, round_to: int, min_channels: int) -> list[tuple[float, str, list[int]]]:
     """A group's removable blocks for a rounded global plan, lowest-scored filters first:
-    ``(mean score, root, filter indices)``; each leaves the width a multiple of ``round_to``
-    (the first takes the remainder), none goes below the narrowest such multiple that keeps
-    ``min_channels``. A block's mean is never below its predecessor's, so the ranking takes a
-    group's blocks in order."""
+    ``(mean score, root, filter indices)``; each leaves a width ``round_to`` allows (the
+    first takes the remainder above a multiple, then a multiple at a time, one filter at a
+    time at or below ``round_to``: :func:`~pl_pruning.pruning.surgery.allowed_width`), none
+    below ``min_channels``. A block's mean is never below its predecessor's, so the ranking
+    takes a group's blocks in order."""
     order = torch.argsort(scores, stable=True).tolist()
-    channels = len(order)
-    narrowest = _narrowest(round_to, min_channels)
-    width, start, out = channels, 0, []
+    width, start, out = len(order), 0, []
     while True:
-        nxt = (width - 1) // round_to * round_to  # the next multiple below the current width
-        if nxt < narrowest:
+        nxt = narrower_width(width, round_to)
+        if nxt < min_channels:
             return out
         idxs = order[start:start + width - nxt]
         out.append((float(scores[idxs].mean()), root, idxs))
@@ -241,10 +234,10 @@ def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1
     """Phase II: the lowest ``step`` share of one group's filters (``layer`` is its root),
     at most ``max_filters``.
 
-    With ``round_to`` the width left is the multiple of it nearest to what the step asks
-    (half a multiple rounds to the narrower width), never below the narrowest multiple that
-    keeps ``min_channels``: a quarter of a 32-wide group at ``round_to=16`` removes 16, where
-    rounded down it would remove nothing and the group would leave the queue uncut.
+    With ``round_to`` the width left above it is the multiple of it nearest to what the step
+    asks (half a multiple rounds to the narrower width; at or below ``round_to`` any width),
+    never below ``min_channels``: a quarter of a 32-wide group at ``round_to=16`` removes 16,
+    where rounded down it would remove nothing and the group would leave the queue uncut.
     ``max_filters`` then caps it at whole multiples, or at one multiple's worth when fewer
     are allowed (the step that reaches a target may pass it by less than one multiple)."""
     for group, s in scored:
@@ -262,21 +255,24 @@ def layer_plan(scored: Scored, layer: str, step: float, *, min_channels: int = 1
 
 def _aligned_removal(channels: int, wanted: float, round_to: int, min_channels: int,
                      cap: int | None) -> int:
-    """Filters to remove from ``channels`` so that a multiple of ``round_to`` is left: the
-    width nearest ``channels - wanted`` (ties to the narrower), at least the narrowest
-    multiple keeping ``min_channels``, capped by ``cap`` (see :func:`layer_plan`)."""
-    narrowest = _narrowest(round_to, min_channels)
-    width = max(narrowest, math.ceil((channels - wanted) / round_to - 0.5) * round_to)
+    """Filters to remove from ``channels`` so that a width ``round_to`` allows is left
+    (:func:`~pl_pruning.pruning.surgery.allowed_width`): above ``round_to`` the multiple
+    nearest ``channels - wanted`` (ties to the narrower), at or below it ``int(wanted)``
+    filters as without rounding; at least ``min_channels``, capped by ``cap`` (see
+    :func:`layer_plan`)."""
+    left = channels - wanted
+    width = math.ceil(left / round_to - 0.5) * round_to if left > round_to else channels - int(wanted)
+    width = allowed_width(max(width, min_channels), round_to)
     k = max(0, channels - width)
     if cap is not None and k > cap:
-        within = channels - -(-(channels - cap) // round_to) * round_to  # whole multiples within the cap
-        block = channels - max(narrowest, (channels - 1) // round_to * round_to)  # one multiple's worth
-        k = min(k, within if within > 0 else block)
+        within = channels - allowed_width(channels - cap, round_to)  # the most a width it allows keeps within the cap
+        nxt = narrower_width(channels, round_to)  # else one block's worth, where min_channels allows it
+        k = min(k, within if within > 0 else (channels - nxt if nxt >= min_channels else 0))
     return k
 
 
 def rounded(plan: Mapping[str, list[int]], scored: Scored, round_to: int | None) -> dict[str, list[int]]:
-    """``plan`` with as many removals per group as leave a multiple of ``round_to``
+    """``plan`` with as many removals per group as leave a width ``round_to`` allows
     (what :func:`~pl_pruning.pruning.surgery.prune_filters` would remove, rounded down);
     groups where that is none are dropped, so an empty result means there is nothing to cut.
     A plan made with ``round_to`` (:func:`global_plan`, :func:`layer_plan`) is aligned

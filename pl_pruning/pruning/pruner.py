@@ -53,7 +53,7 @@ class Pruner:
     Args:
         ignored_layers: layer names or regular expressions never pruned.
         min_channels: filters every layer keeps at least.
-        round_to: ``None``, or keep channel counts a multiple of this.
+        round_to: ``None``, or keep channel counts above this a multiple of it.
         compensate: fold removed filters' mean activations into the consumers' biases.
 
     The statistics that data criteria and compensation read are passed to :meth:`refresh`;

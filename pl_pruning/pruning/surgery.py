@@ -190,8 +190,9 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Iterable[int]], example_i
         ignored_layers: names, regular expressions (full match) or modules whose
             filters are never removed, nor those of any layer coupled with them.
         min_channels: every layer keeps at least this many channels (>= 1).
-        round_to: the channels left in each pruned group are a multiple of this
-            (for fast kernels): fewer filters are removed than planned where needed.
+        round_to: the channels left in each pruned group are a multiple of this, or at
+            most this (:func:`allowed_width`; for fast kernels): fewer filters are removed
+            than planned where needed.
         channel_means: ``{conv name: mean activation per filter}`` (the activation the
             consumers see: after the BatchNorm and ReLU that follow the conv, pooled over
             H x W, averaged over samples), for instance from
@@ -278,11 +279,27 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Iterable[int]], example_i
 
 def rounded_removal(channels: int, planned: int, round_to: int | None) -> int:
     """How many of ``planned`` removals from ``channels`` filters to make so that what
-    remains is a multiple of ``round_to`` (the remainder rounded up; 0: none)."""
+    remains is a width ``round_to`` allows (:func:`allowed_width`, rounded up; 0: none)."""
     if round_to is None or round_to <= 1:
         return planned
-    target = -(-(channels - planned) // round_to) * round_to
-    return max(0, channels - target)
+    return max(0, channels - allowed_width(channels - planned, round_to))
+
+
+def allowed_width(width: int, round_to: int | None) -> int:
+    """The narrowest width at least ``width`` that ``round_to`` allows: a multiple of it,
+    or any width up to it (a group narrower than the multiple cannot reach one by cutting,
+    and a runtime that pads channels charges it the multiple's time anyway; on oneDNN the
+    convolution reading it still gets faster with every input channel fewer)."""
+    if round_to is None or round_to <= 1 or width <= round_to:
+        return width
+    return -(-width // round_to) * round_to
+
+
+def narrower_width(width: int, round_to: int | None) -> int:
+    """The next width below ``width`` that ``round_to`` allows (:func:`allowed_width`)."""
+    if round_to is None or round_to <= 1 or width <= round_to:
+        return width - 1
+    return (width - 1) // round_to * round_to
 
 
 def _check_runs(model: nn.Module, graph: NetworkGraph) -> None:
@@ -339,7 +356,7 @@ def _plan_groups(model: nn.Module, graph: tp.DependencyGraph, layout: _Layout,
         if keep == 0:
             result.skipped[g.info.root] = (
                 f"round_to={round_to}: {n} channels, removing {len(idxs)} planned filters "
-                f"leaves {n - len(idxs)}; the next multiple of {round_to} is not below {n}")
+                f"leaves {n - len(idxs)}; the next width it allows (a multiple, or at most {round_to}) is not below {n}")
             continue
         idxs = idxs[:keep]
         steps.append((g, idxs))

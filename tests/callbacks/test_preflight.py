@@ -55,7 +55,7 @@ def test_with_on_unprunable_warn_the_fit_runs_and_the_report_says_why():
 @pytest.mark.parametrize("settings, max_epochs, message", [
     ({"min_channels": 1000}, None, r"min_channels=1000 leaves no filter to remove: the widest prunable layer, "
                                    r"'net.features.3', has 64"),
-    ({"round_to": 1000}, None, r"min_channels=1 with round_to=1000 leaves no filter to remove"),
+    ({"min_channels": 50, "round_to": 32}, None, r"min_channels=50 with round_to=32 leaves no filter to remove"),
     ({"target_macs": "1k"}, None, r"target_macs=1000 MACs per sample is out of reach: .* can be removed"),
     ({"min_channels": 60, "target_macs": 0.1}, None, r"target_macs=1.789e\+05 MACs per sample is out of reach"),
     ({"final_epochs": 3}, 3, r"max_epochs=3 leaves no room for a step: each needs finetune_epochs=1 and "

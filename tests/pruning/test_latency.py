@@ -96,7 +96,7 @@ def test_a_table_predicts_from_the_network_it_is_given(net, table):
         cut = with_widths(net, {g.root: row["widths"][0]}, (1, 8, 8))
         assert row["ms"][0] == pytest.approx(table.predict(NetworkGraph.of(cut, torch.zeros(1, 1, 8, 8))), abs=1e-3)
     assert len(table.measurements) == 8 and table.reference_ms == table.measurements[0]["ms"]
-    assert set(table.round_to["candidates"]) == {"4", "8", "16"}
+    assert set(table.round_to["candidates"]) == {"4", "8", "16", "32"}
     assert table.paying() == sorted(int(r) for r, c in table.round_to["candidates"].items() if c["pays"])
 
 
@@ -119,6 +119,8 @@ def test_a_convolution_costs_what_its_measured_curves_say_not_its_macs(net, tabl
     assert t.layer_ms(name, ci, 5 * co // 8) == pytest.approx(2.5)  # interpolated
     assert t.layer_ms(name, ci, 1) == 1.0                            # below the narrowest: as there
     assert t.per_filter(graph)[name] == NO_TIME  # its last quarter buys no time
+    # rounded to half the width, a filter costs its share of the block a rounded plan removes
+    assert t.per_filter(graph, round_to=co // 2)[name] == pytest.approx(3.0 / (co - co // 2))
     curve["in"], curve["in_ms"] = [ci // 2, ci], [2.0, 4.0]  # the input halved halves the time
     assert t.layer_ms(name, ci // 2, co // 2) == pytest.approx(0.5)
 
@@ -133,20 +135,31 @@ def test_a_table_of_the_first_format_still_predicts_from_macs(net, table):
     assert "latency = " in t.to_markdown()
 
 
-def test_round_to_auto_takes_the_finest_paying_multiple_a_step_of_the_narrowest_group_allows(table):
-    """At 16 a ResNet-20's 16-wide groups cannot be cut at all: on a runtime where only 16
-    pays, auto takes no multiple rather than one that stops the run short of its target."""
+def test_round_to_pays_where_the_curves_say_widths_between_multiples_buy_no_time(table):
+    """A runtime that pads channels to 16 (eager PyTorch's oneDNN here) times 40, 56 and 24
+    channels like 48, 64 and 32: 16 pays, 32 does not (40 runs faster than 64), 8 has no
+    width off its multiples on the curves; a runtime whose time follows the width pays none.
+    auto takes the largest that pays; a table without curves keeps its network-level test."""
+    from pl_pruning.pruning.latency import _curve_alignment
+
+    def curve(ms):
+        widths = [8 * k for k in range(1, 9)]
+        return {"out": widths, "out_ms": [ms(w) for w in widths], "in": widths, "in_ms": [ms(w) for w in widths]}
+
+    padded = _curve_alignment({"c": curve(lambda w: -(-w // 16) * 0.16)}, (8, 16, 32))
+    assert padded["16"] == {"widths": 6, "no_faster": 6, "pays": True}
+    assert padded["32"] == {"widths": 6, "no_faster": 2, "pays": False}  # of 40, 48, 56 only 56 runs as 64
+    assert padded["8"] == {"widths": 0, "no_faster": 0, "pays": False}
+    linear = _curve_alignment({"c": curve(lambda w: w * 0.01)}, (8, 16, 32))
+    assert not any(c["pays"] for c in linear.values())
     t = copy.deepcopy(table)
-    t.groups = {"a": {"widths": [4, 16], "ms": [1.0, 2.0]}, "b": {"widths": [16, 64], "ms": [1.0, 2.0]}}
-    t.round_to = {"candidates": {str(r): {"aligned_ms": 1.0, "one_less_ms": 2.0 if pays else 1.0, "pays": pays}
-                                 for r, pays in ((4, True), (8, True), (16, True))}}
-    assert t.paying() == [4, 8, 16] and t.narrowest() == 16
-    assert t.multiple(0.25) == 4 and t.multiple(0.5) == 4   # the finest that pays
-    assert t.multiple(0.2) is None                          # 4 is more than a fifth of 16
-    t.round_to["candidates"]["4"]["pays"] = t.round_to["candidates"]["8"]["pays"] = False
-    assert t.paying() == [16] and t.multiple(0.25) is None and t.multiple(1.0) == 16
+    assert set(t.round_to["candidates"]["16"]) == {"widths", "no_faster", "pays"}  # fitted with curves
+    t.round_to = {"candidates": padded}
+    assert t.paying() == [16] and t.multiple() == 16 and "no faster than the multiple above" in t.to_markdown()
+    t.round_to = {"candidates": {str(r): {"aligned_ms": 1.0, "one_less_ms": 2.0, "pays": True} for r in (4, 8)}}
+    assert t.multiple() == 8 and "ms one channel fewer" in t.to_markdown()   # the largest that pays
     t.round_to = {"candidates": {}}
-    assert t.paying() == [] and t.multiple(1.0) is None
+    assert t.paying() == [] and t.multiple() is None
 
 
 def test_eager_latency_runs_the_network_in_one_memory_format():

@@ -97,35 +97,37 @@ def test_a_rounded_layer_step_leaves_the_nearest_multiple(resnet_graph):
     assert plan == {wide.root: list(range(31, 15, -1))} and planner.rounded(plan, scored, 16) == plan
     assert removed(wide, 0.125) == 0                                  # 28 left: nearest 32
     assert [removed(widest, s) for s in (0.25, 0.125, 0.0625, 0.5)] == [16, 16, 0, 32]  # 48, 56, 60, 32 asked
-    assert removed(narrow, 0.5) == 0                                  # 16 is the narrowest multiple
-    assert removed(widest, 0.9) == 48 and removed(widest, 0.9, min_channels=17) == 32
+    assert removed(narrow, 0.5) == 8                                  # at or below 16 every width is allowed
+    assert removed(widest, 0.9) == 57 and removed(widest, 0.9, min_channels=17) == 32  # 7 left; 17 -> 32
+    assert removed(wide, 0.6) == 19 and removed(wide, 0.45) == 16     # 12.8 -> 13 (free); 17.6 -> 16
     # a cap (what a target still allows) keeps whole multiples, or one when fewer are allowed
     assert removed(widest, 0.5, max_filters=20) == 16 and removed(widest, 0.5, max_filters=3) == 16
     assert removed(widest, 0.5, max_filters=40) == 32
 
 
 def test_a_rounded_global_plan_ranks_whole_multiples(resnet_graph):
-    """With round_to the global ranking takes blocks that keep each width a multiple: the
-    lowest single filters here sit in a 16-wide group that 16 cannot cut, which a ranking of
-    filters would pick and rounding would empty; the blocks go to the group that can lose 16."""
+    """With round_to the global ranking takes blocks that keep each width one it allows: the
+    lowest single filters here sit in a 32-wide group, which a ranking of filters would cut
+    by 9 and rounding to 16 would empty; its blocks take it to 16 at once. At or below the
+    multiple the blocks are single filters."""
     _, graph = resnet_graph
-    narrow = next(g for g in graph.groups if g.channels == 16)
-    wide = next(g for g in graph.groups if g.channels == 32)
-    scored = [(narrow, torch.arange(16, dtype=torch.float32)),             # the lowest scores
-              (wide, torch.arange(32, dtype=torch.float32).flip(0) + 100)]  # its lowest: 31, 30, ...
+    narrow = next(g for g in graph.groups if g.channels == 32)
+    wide = next(g for g in graph.groups if g.channels == 64)
+    scored = [(narrow, torch.arange(32, dtype=torch.float32)),             # the lowest scores
+              (wide, torch.arange(64, dtype=torch.float32).flip(0) + 100)]  # its lowest: 63, 62, ...
     filters = planner.global_plan(scored, 0.1, graph, normalize="none")
-    assert set(filters) == {narrow.root} and planner.rounded(filters, scored, 16) == {}
+    assert filters == {narrow.root: list(range(9))} and planner.rounded(filters, scored, 16) == {}
     blocks = planner.global_plan(scored, 0.1, graph, normalize="none", round_to=16)
-    assert blocks == {wide.root: list(range(31, 15, -1))}  # one block: 32 -> 16 wide
+    assert blocks == {narrow.root: list(range(16))}  # one block: 32 -> 16 wide
     assert planner.rounded(blocks, scored, 16) == blocks
-    # by 8: the narrow group's lowest 8 make the first block; a group keeps min_channels
-    assert planner.global_plan(scored, 0.1, graph, normalize="none", round_to=8) == {narrow.root: list(range(8))}
-    assert planner.global_plan(scored, 0.1, graph, normalize="none", round_to=8, min_channels=9) == \
-        {wide.root: list(range(31, 23, -1))}
-    # a width off the multiple loses its remainder first, and never goes below the narrowest multiple
+    # at 32 the 32-wide group is free; a group keeps min_channels (16 < 17: the wide one's block goes)
+    assert planner.global_plan(scored, 0.1, graph, normalize="none", round_to=32) == filters
+    assert planner.global_plan(scored, 0.1, graph, normalize="none", round_to=16, min_channels=17) == \
+        {wide.root: list(range(63, 47, -1))}
+    # a width off the multiple loses its remainder first, then multiples, then single filters
     odd = torch.tensor([5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.0])
-    assert [b[2] for b in planner._blocks("x", odd, 4, 1)] == [[9, 1], [5, 3, 7, 0]]  # 10 -> 8 -> 4
-    assert [b[2] for b in planner._blocks("x", odd, 4, 5)] == [[9, 1]]                 # 8 is the least
+    assert [b[2] for b in planner._blocks("x", odd, 4, 1)] == [[9, 1], [5, 3, 7, 0], [8], [4], [6]]  # 10, 8, 4, 3, 2, 1
+    assert [b[2] for b in planner._blocks("x", odd, 4, 5)] == [[9, 1]]  # 8 -> 4 would pass min_channels
 
 
 def test_built_in_layer_orders(resnet_graph):

@@ -182,6 +182,9 @@ def test_round_to_and_min_channels():
     net = build_model("vgg11", width=1.0)
     result = prune_filters(net, {"features.0": [1, 2, 3]}, x, round_to=8)  # 61 -> 64: nothing
     assert net.features[0].out_channels == 64 and "features.0" in result.skipped
+    net = build_model("vgg11", width=1.0)
+    prune_filters(net, {"features.0": list(range(59))}, x, round_to=8)  # 5 left: at most 8, allowed
+    assert net.features[0].out_channels == 5
 
     net = build_model("vgg11", width=0.25)  # features.0 has 16 filters
     before = state_of(net)
