@@ -509,9 +509,8 @@ class PhaseController(Callback):
         """The run's summary: baseline, final network, reductions and every step."""
         latency = {}
         if self.schedule.target_latency is not None:
-            base = (self.run.baseline_cost or {}).get("latency_ms")
             latency = {"target_latency": str(self.schedule.target_latency),
-                       "target_latency_ms": self.schedule.target_latency.in_ms(base) if base else None}
+                       "target_latency_ms": self.schedule.latency_target_ms(self.run)}
         if self.run.latency_table is not None:
             rt = self.run.latency_table["runtime"]
             latency["latency_runtime"] = {k: rt[k] for k in ("name", "batch_size", "num_threads")}

@@ -254,7 +254,7 @@ class Schedule:
         """Whether the step's network runs more than :data:`TARGET_TOLERANCE` under
         ``target_latency`` (its measured latency, or the predicted one from a table of
         another machine)."""
-        target = self._latency_target_ms(run) if self.target_latency is not None else None
+        target = self.latency_target_ms(run) if self.target_latency is not None else None
         return target is not None and step.latency is not None and step.latency < target * (1 - TARGET_TOLERANCE)
 
     def _marginal(self, run: RunState, drop: float) -> bool:
@@ -357,11 +357,11 @@ class Schedule:
         """``target_macs`` in MACs, or ``target_latency`` in ms (``d.judged``: the baseline, or
         the step just judged)."""
         if self.target_latency is not None:
-            target = self._latency_target_ms(run)
+            target = self.latency_target_ms(run)
             return self.target_latency.in_ms(d.judged.latency) if target is None else target  # None: on the baseline
         return target_in_macs(self.target_macs, run.baseline_cost["macs"] if run.baseline_cost else d.judged.macs)
 
-    def _latency_target_ms(self, run: RunState) -> float | None:
+    def latency_target_ms(self, run: RunState) -> float | None:
         """``target_latency`` in ms of the baseline's measured latency (None before the baseline
         is recorded)."""
         base = (run.baseline_cost or {}).get("latency_ms")
