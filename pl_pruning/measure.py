@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import math
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
@@ -151,11 +152,10 @@ def _eager_runner(model: nn.Module, example_inputs: Tensor, memory_format: str =
     return run
 
 
-def _time(fn: Callable[[], object], num_threads: int, min_run_time: float, statistic: str = "median") -> float:
-    """Median (or fastest) seconds of ``fn()``, ``torch.utils.benchmark`` style."""
+def _time(fn: Callable[[], object], num_threads: int, min_run_time: float) -> float:
+    """Median seconds of ``fn()``, ``torch.utils.benchmark`` style."""
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=num_threads)
-    result = timer.blocked_autorange(min_run_time=min_run_time)
-    return result.median if statistic == "median" else min(result.times)
+    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def interleaved_latency(models: Sequence[nn.Module], example_inputs: Tensor, runtime: str = "eager",
@@ -164,8 +164,8 @@ def interleaved_latency(models: Sequence[nn.Module], example_inputs: Tensor, run
     """Milliseconds per batch of each of ``models`` on ``runtime``, timed interleaved:
     ``rounds`` times each model in turn, each time for ``min_run_time / rounds`` seconds at
     least, so that a busy machine slows them all alike; the median over rounds, or with
-    ``statistic="min"`` the fastest run (what the network costs when nothing else runs: on a
-    shared machine other jobs only ever add time).
+    ``statistic="min"`` the fastest single call, every model called equally often (what the
+    network costs when nothing else runs: on a shared machine other jobs only ever add time).
 
     Args:
         models: networks taking ``example_inputs`` (not changed: copies are timed).
@@ -200,18 +200,18 @@ def latency_runner(model: nn.Module, example_inputs: Tensor, runtime: str, num_t
     return _onnx_runner(model, example_inputs, num_threads, folder, dynamo)
 
 
-def _fastest_call(fn: Callable[[], object], num_threads: int, seconds: float) -> float:
-    """Seconds of the fastest single call of ``fn()`` in ``seconds`` (2 calls at least)."""
+def _fastest_call(fn: Callable[[], object], num_threads: int, calls: int) -> float:
+    """Seconds of the fastest of ``calls`` single calls of ``fn()``."""
     import time
 
     before = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:
-        best, calls, end = float("inf"), 0, time.perf_counter() + seconds
-        while calls < 2 or time.perf_counter() < end:
+        best = float("inf")
+        for _ in range(calls):
             start = time.perf_counter()
             fn()
-            best, calls = min(best, time.perf_counter() - start), calls + 1
+            best = min(best, time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
     return best
@@ -220,20 +220,27 @@ def _fastest_call(fn: Callable[[], object], num_threads: int, seconds: float) ->
 def time_runners(runners: Sequence[Callable[[], object]], num_threads: int = 1, min_run_time: float = 0.5,
                  rounds: int = 3, statistic: str = "median") -> list[float]:
     """Milliseconds of each runner (:func:`latency_runner`), timed interleaved as
-    :func:`interleaved_latency` says; with ``statistic="fastest-call"`` the fastest single
-    call over the rounds, for runners of a few milliseconds timed by the hundred (a latency
-    table's convolutions alone), where ``torch.utils.benchmark``'s block-size estimate would
-    cost more than the timing."""
-    check_choice("statistic", statistic, ("median", "min", "fastest-call"))
+    :func:`interleaved_latency` says. With ``statistic="min"`` the fastest single call over
+    the rounds, every runner called as often as the slowest fits in ``min_run_time / rounds``
+    seconds a round (two calls at least): the fastest of more calls is faster by chance, so
+    a fixed time per runner would favour the faster networks."""
+    import time
+
+    check_choice("statistic", statistic, ("median", "min"))
     check_int("rounds", rounds, 1)
     check_int("num_threads", num_threads, 1)
-    for fn in runners:
-        fn()  # warm-up (allocator, kernels)
+    slowest = 0.0
+    for fn in runners:  # warm-up (allocator, kernels), then one call timed
+        fn()
+        start = time.perf_counter()
+        fn()
+        slowest = max(slowest, time.perf_counter() - start)
+    calls = max(2, math.ceil(min_run_time / rounds / max(slowest, 1e-6)))
     samples: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
         for i, fn in enumerate(runners):
-            samples[i].append(_fastest_call(fn, num_threads, min_run_time / rounds) if statistic == "fastest-call"
-                              else _time(fn, num_threads, min_run_time / rounds, statistic))
+            samples[i].append(_fastest_call(fn, num_threads, calls) if statistic == "min"
+                              else _time(fn, num_threads, min_run_time / rounds))
     pick = statistics.median if statistic == "median" else min
     return [pick(t) * 1e3 for t in samples]
 

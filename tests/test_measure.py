@@ -134,3 +134,26 @@ def test_eager_timing_runs_without_page_faults_whatever_the_allocator_did_before
     assert applied == "True"
     assert unpinned > 1000  # 8 MiB activations are 2048 pages each: they fault in on every forward
     assert pinned < unpinned / 20
+
+
+def test_the_fastest_call_compares_equal_numbers_of_calls():
+    """The fastest of more calls is faster by chance: with statistic="min" a runner twice as
+    fast as another is called as often as it (per round, as often as the slowest fits in
+    min_run_time / rounds), not twice as often; the median keeps torch's blocked timing."""
+    import time
+
+    from pl_pruning.measure import time_runners
+
+    calls = {"fast": 0, "slow": 0}
+
+    def runner(name, seconds):
+        def run():
+            calls[name] += 1
+            time.sleep(seconds)
+        return run
+
+    ms = time_runners([runner("fast", 0.002), runner("slow", 0.004)], min_run_time=0.06, rounds=3, statistic="min")
+    assert calls["fast"] == calls["slow"] >= 2 + 3 * 2  # warm-up and one timed call, then 2+ a round
+    assert 0 < ms[0] < ms[1]
+    with pytest.raises(PlPruningError, match="statistic"):
+        time_runners([runner("fast", 0.0)], statistic="fastest-call")

@@ -169,8 +169,9 @@ class Runtime:
     """Where latency is measured: ``name`` in :data:`pl_pruning.measure.RUNTIMES` (``eager``
     PyTorch or ``onnxruntime``), on the CPU, ``batch_size`` samples per forward pass,
     ``num_threads`` threads; each network timed for ``min_run_time`` seconds in ``rounds``
-    interleaved rounds, its latency the fastest run (``statistic="min"``, the default: on a
-    shared machine other jobs only ever add time) or the median over rounds. On eager
+    interleaved rounds, its latency the fastest call (``statistic="min"``, the default: on a
+    shared machine other jobs only ever add time; every network called equally often) or the
+    median over rounds. On eager
     PyTorch the network runs in ``memory_format`` (``contiguous``, PyTorch's default, or
     ``channels_last``) whatever format its weights are kept in while training: a run with
     ``ChannelsLast`` keeps its weights channels-last, and surgery makes new ones contiguous,
@@ -615,8 +616,8 @@ def _conv_layers(graph: NetworkGraph) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def _time_layers(convs: Mapping[str, dict[str, Any]], runtime: Runtime) -> dict[str, dict[str, Any]]:
-    """Each convolution timed alone on ``runtime`` (its fastest call in :data:`LAYER_RUN_TIME`
-    seconds, :func:`~pl_pruning.measure.time_runners`) at
+    """Each convolution timed alone on ``runtime`` (its fastest call, as many calls each as the
+    slowest fits in :data:`LAYER_RUN_TIME` seconds: :func:`~pl_pruning.measure.time_runners`) at
     :data:`LAYER_SHARES` of its output width (the input as given) and of its input width (the
     output as given), all interleaved; its time as given is the faster of its two timings."""
     plan = []
@@ -635,7 +636,7 @@ def _time_layers(convs: Mapping[str, dict[str, Any]], runtime: Runtime) -> dict[
                                padding=conv["padding"] if isinstance(conv["padding"], str) else tuple(conv["padding"]),
                                dilation=tuple(conv["dilation"]), bias=conv["bias"]).eval()
             runners.append(runtime.runner(module, (ci, *conv["input_hw"]), Path(tmp), dynamo=False))
-        ms = time_runners(runners, runtime.num_threads, LAYER_RUN_TIME, runtime.rounds, "fastest-call")
+        ms = time_runners(runners, runtime.num_threads, LAYER_RUN_TIME, runtime.rounds, "min")
     out: dict[str, dict[str, Any]] = {key: {"conv": conv, "out": [], "out_ms": [], "in": [], "in_ms": []}
                                       for key, conv in convs.items()}
     for (key, side, w), t in zip(plan, ms, strict=True):
