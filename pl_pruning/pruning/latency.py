@@ -111,7 +111,7 @@ ALIGNMENT_MARGIN = 1.02  # a multiple pays when one channel fewer runs at least 
 CURVE_MARGIN = 0.05  # on the curves: a width off the multiples "no faster" within 5% (fastest calls)
 CURVE_SHARE = 0.8  # ... in at least this share of the widths the curves hold for a candidate
 LAYER_SHARES = tuple(k / 8 for k in range(1, 9))  # widths each convolution is timed at alone
-LAYER_RUN_TIME = 0.05  # seconds per timing of one convolution alone (a few milliseconds each)
+LAYER_RUN_TIME = 0.5  # seconds the slowest convolution alone is timed for; every other one is called as often
 SLOPE_WINDOW = 0.25  # a filter's cost: the mean over the last quarter of its layer's width
 NO_TIME = 1e-9  # ms: what a filter that saves no time costs (a cost must be positive to rank by)
 
@@ -187,7 +187,7 @@ class Runtime:
     name: str = "eager"
     batch_size: int = 64
     num_threads: int = 1
-    min_run_time: float = 0.5
+    min_run_time: float = 1.0
     rounds: int = 3
     statistic: str = "min"
     memory_format: str = "contiguous"
