@@ -18,9 +18,9 @@ size and a thread count, the app's ``measure`` settings):
   ONNX Runtime runs widths off its vector block slower than wider aligned ones;
 * the whole network is timed at a few widths (every group at ``scales`` of its width, and
   two shapes that cut alternate groups, so that the convolutions and the activations do not
-  move together), all timed interleaved, each the fastest of its runs
-  (:func:`pl_pruning.measure.interleaved_latency`; on a shared machine other jobs only add
-  time);
+  move together), all timed interleaved, each the fastest of as many calls as the others
+  (:func:`pl_pruning.measure.time_runners`; on a shared machine other jobs only add time,
+  and the fastest of more calls is faster by chance);
 * a least-squares fit with non-negative coefficients gives the runtime's fixed cost, the
   scale from the convolutions' time alone to their time in the network, the cost of a MAC
   outside them (linear layers, grouped convolutions) and of one activation element (a
