@@ -379,14 +379,14 @@ class LatencyTable:
         measurements = [{"shape": name, "layer_ms": round(f[0], 4), "mmacs": round(f[1], 4),
                          "mact": round(f[2], 4), "ms": round(t, 4), "fitted_ms": round(table.combine(f), 4)}
                         for (name, _), f, t in zip(shapes, features, ms, strict=False)]
-        it = iter(ms[len(shapes):])
-        candidates = {}
-        for r in aligned:
-            a, b = next(it), next(it)
-            candidates[str(r)] = {"aligned_ms": round(a, 4), "one_less_ms": round(b, 4),
-                                  "pays": b >= a * ALIGNMENT_MARGIN}
         if layer_curves:
             candidates = _curve_alignment(table.curves, round_candidates)
+        else:
+            it, candidates = iter(ms[len(shapes):]), {}
+            for r in aligned:
+                a, b = next(it), next(it)
+                candidates[str(r)] = {"aligned_ms": round(a, 4), "one_less_ms": round(b, 4),
+                                      "pays": b >= a * ALIGNMENT_MARGIN}
         table.measurements, table.round_to, table.machine = measurements, {"candidates": candidates}, _machine()
         table.reference_ms = measurements[0]["ms"] if scales[0] == 1 else None
         table.groups = table.tabulate(graph)

@@ -162,6 +162,12 @@ def test_round_to_pays_where_the_curves_say_widths_between_multiples_buy_no_time
     assert t.paying() == [] and t.multiple() is None
 
 
+def test_a_table_without_curves_times_multiples_against_one_channel_fewer(net):
+    t = LatencyTable.fit(net, FAST, input_shape=(1, 8, 8), layer_curves=False, round_candidates=(4,))
+    assert not t.curves and set(t.round_to["candidates"]["4"]) == {"aligned_ms", "one_less_ms", "pays"}
+    assert len(t.measurements) == 8  # the alignment networks are timed, not fitted
+
+
 def test_eager_latency_runs_the_network_in_one_memory_format():
     """A run with ChannelsLast keeps its weights channels-last and surgery makes new ones
     contiguous: the eager timing converts the copy it runs, whatever the network holds."""
