@@ -21,6 +21,7 @@ import ctypes
 import math
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -202,8 +203,6 @@ def latency_runner(model: nn.Module, example_inputs: Tensor, runtime: str, num_t
 
 def _fastest_call(fn: Callable[[], object], num_threads: int, calls: int) -> float:
     """Seconds of the fastest of ``calls`` single calls of ``fn()``."""
-    import time
-
     before = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:
@@ -224,17 +223,13 @@ def time_runners(runners: Sequence[Callable[[], object]], num_threads: int = 1, 
     the rounds, every runner called as often as the slowest fits in ``min_run_time / rounds``
     seconds a round (two calls at least): the fastest of more calls is faster by chance, so
     a fixed time per runner would favour the faster networks."""
-    import time
-
     check_choice("statistic", statistic, ("median", "min"))
     check_int("rounds", rounds, 1)
     check_int("num_threads", num_threads, 1)
     slowest = 0.0
-    for fn in runners:  # warm-up (allocator, kernels), then one call timed
+    for fn in runners:  # warm-up (allocator, kernels), then one call timed on the threads timed
         fn()
-        start = time.perf_counter()
-        fn()
-        slowest = max(slowest, time.perf_counter() - start)
+        slowest = max(slowest, _fastest_call(fn, num_threads, 1))
     calls = max(2, math.ceil(min_run_time / rounds / max(slowest, 1e-6)))
     samples: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
