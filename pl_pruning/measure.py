@@ -221,15 +221,16 @@ def time_runners(runners: Sequence[Callable[[], object]], num_threads: int = 1, 
     """Milliseconds of each runner (:func:`latency_runner`), timed interleaved as
     :func:`interleaved_latency` says. With ``statistic="min"`` the fastest single call over
     the rounds, every runner called as often as the slowest fits in ``min_run_time / rounds``
-    seconds a round (two calls at least): the fastest of more calls is faster by chance, so
-    a fixed time per runner would favour the faster networks."""
+    seconds a round (two calls at least; the slowest's time a call is its fastest of three
+    after a warm-up: one call slowed by a loaded machine would leave too few): the fastest of
+    more calls is faster by chance, so a fixed time per runner would favour the faster networks."""
     check_choice("statistic", statistic, ("median", "min"))
     check_int("rounds", rounds, 1)
     check_int("num_threads", num_threads, 1)
     slowest = 0.0
-    for fn in runners:  # warm-up (allocator, kernels), then one call timed on the threads timed
+    for fn in runners:  # warm-up (allocator, kernels), then three calls timed on the threads timed
         fn()
-        slowest = max(slowest, _fastest_call(fn, num_threads, 1))
+        slowest = max(slowest, _fastest_call(fn, num_threads, 3))
     calls = max(2, math.ceil(min_run_time / rounds / max(slowest, 1e-6)))
     samples: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):

@@ -21,7 +21,7 @@ from pl_pruning.checkpoint import adapt_shapes_on_load
 from pl_pruning.errors import PlPruningError
 from pl_pruning.measure import channel_counts
 from pl_pruning.pruning import optimizer_state, run_state
-from pl_pruning.pruning.latency import LatencyModel, LatencyTable
+from pl_pruning.pruning.latency import RETIME_SHARE, LatencyModel, LatencyTable
 from pl_pruning.pruning.planner import MEAN_KEY
 from pl_pruning.pruning.preflight import Preflight, preflight
 from pl_pruning.pruning.pruner import Pruner
@@ -483,10 +483,17 @@ class PhaseController(Callback):
                                  removed=int(result.filters_removed), surgery_s=round(result.seconds, 4),
                                  epoch=trainer.current_epoch, screened_out=d.screened_out)
         if timed:  # the prediction anchored on the network it was cut from (timed then), then timed itself
-            measured, predicted = self._latency_now(pl_module)
+            predicted = self.latency_model.table.predict(self.pruner.graph(pl_module))
             anchor = StepRecord(**run.accepted["record"]).latency if run.accepted else None
-            run.pending.predicted_latency_ms = predicted if anchor is None else anchor + predicted - before
-            run.pending.latency_ms = measured
+            predicted = predicted if anchor is None else anchor + predicted - before
+            run.pending.predicted_latency_ms = predicted
+            run.pending.latency_ms = self.latency_model.measure(pl_module, expected=predicted)
+            readings = self.latency_model.readings
+            if len(readings) > 1:
+                run.pending.latency_readings = [round(r, 4) for r in readings]
+                info(f"[PhaseController] the cut timed {readings[0]:.2f} ms against {predicted:.2f} ms predicted, "
+                     f"more than {RETIME_SHARE:.0%} off: timed twice more ({readings[1]:.2f}, {readings[2]:.2f} ms), "
+                     "the median stands")
 
     def _restore_accepted(self, pl_module: L.LightningModule, mark: bool = False) -> None:
         self._restored = mark  # rank 0 restores while deciding; the others when applying

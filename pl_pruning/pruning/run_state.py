@@ -50,6 +50,7 @@ class StepRecord:
     latency_ms: float | None = None    # measured on the latency model's runtime (ms per batch)
     predicted_latency_ms: float | None = None  # what the latency model predicted for it
     past_target: bool = False          # rolled back: it ran more than TARGET_TOLERANCE under target_latency
+    latency_readings: list[float] | None = None  # its timings when the first was far off the prediction (median: latency_ms)
 
     @property
     def latency(self) -> float | None:
@@ -81,7 +82,7 @@ class StepRecord:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
                 if (v is not None or k not in ("surgery_s", "epoch", "reference", "finetuned_epochs", "latency_ms",
-                                               "predicted_latency_ms"))
+                                               "predicted_latency_ms", "latency_readings"))
                 and (k not in ("rechecks", "screened_out") or v)}
 
 

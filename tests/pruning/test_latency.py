@@ -15,6 +15,8 @@ from pl_pruning import PhaseController, PlPruningError, build_model
 from pl_pruning.pruning import planner
 from pl_pruning.pruning.latency import (
     NO_TIME,
+    RETIME_SHARE,
+    LatencyModel,
     LatencyTable,
     Runtime,
     TargetLatency,
@@ -262,18 +264,49 @@ def test_latency_settings_are_checked_at_construction():
     assert PhaseController(round_to="auto").latency_settings == {"auto_round": True}
 
 
+def test_a_reading_far_off_the_prediction_is_timed_twice_more(net, table, monkeypatch):
+    """On a loaded machine one side of a side-by-side timing can be slowed throughout: a
+    reading more than RETIME_SHARE off what the model expects is taken twice more and the
+    median of the three stands; one near it, or with nothing expected, is taken once."""
+    model = LatencyModel(table, reference=net)
+    ratios = iter([3.0, 1.1, 0.9, 1.0 + RETIME_SHARE / 2, 5.0])
+    monkeypatch.setattr(Runtime, "time", lambda self, runners: [2.0, 2.0 * next(ratios)])
+    ref = model.reference_ms
+    assert model.measure(net, expected=ref) == pytest.approx(1.1 * ref)
+    assert model.readings == pytest.approx([3.0 * ref, 1.1 * ref, 0.9 * ref])
+    assert model.measure(net, expected=ref) == pytest.approx((1 + RETIME_SHARE / 2) * ref) and len(model.readings) == 1
+    assert model.measure(net) == pytest.approx(5.0 * ref) and len(model.readings) == 1
+    record = StepRecord("global", None, 0.1, 1, 1, latency_ms=1.0, latency_readings=[3.0, 1.0, 0.9])
+    assert record.to_dict()["latency_readings"] == [3.0, 1.0, 0.9]
+    assert "latency_readings" not in StepRecord("global", None, 0.1, 1, 1).to_dict()
+
+
 @pytest.mark.slow
-def test_a_run_stops_on_its_latency_target(tmp_path, caplog):
+def test_a_run_stops_on_its_latency_target(tmp_path, caplog, monkeypatch):
     model, dm = trained_digits_classifier(epochs=4)
+    real, pairs = Runtime.time, []
+
+    def first_cut_slowed(self, runners):  # a network timed beside the reference: the baseline, then the cuts
+        ms = real(self, runners)
+        pairs.extend([1] if len(runners) == 2 else [])
+        return [ms[0], ms[1] * 4] if len(runners) == 2 and len(pairs) == 2 else ms
+
+    monkeypatch.setattr(Runtime, "time", first_cut_slowed)
     twin = copy.deepcopy(model)
     controller = PhaseController(criterion="l1", phases=["layerwise"], finetune_epochs=0, final_epochs=0,
                                  reference="accepted", max_drop=0.5, target_latency="70%",
                                  latency={"batch_size": 64, "min_run_time": 0.1, "rounds": 3,
                                           "save_table": str(tmp_path / "saved.json")},
                                  normalize="per-layer", report_dir=str(tmp_path))
-    trainer([controller], max_epochs=2).fit(model, datamodule=dm)
+    with caplog.at_level(logging.INFO, logger="pl_pruning"):
+        trainer([controller], max_epochs=2).fit(model, datamodule=dm)
     report = controller.report()
     steps = [e for e in controller.history if e["phase"] == "layerwise"]
+    # the first cut's first reading, four times too slow, was timed twice more: the median stands
+    first = steps[0]["latency_readings"]
+    assert len(first) == 3 and first[0] > 2 * max(first[1:]) and steps[0]["latency_ms"] < first[0]
+    assert any("more than 20% off: timed twice more" in r.message for r in caplog.records)
+    caplog.clear()
     accepted = [e for e in steps if e["accepted"]]
     target = report["target_latency_ms"]
     assert target == pytest.approx(0.7 * controller.history[0]["latency_ms"])
