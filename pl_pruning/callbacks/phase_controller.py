@@ -343,10 +343,19 @@ class PhaseController(Callback):
                  f"{table['runtime']['name']}, of {', '.join(map(str, measured.paying())) or 'none'}; widths at or "
                  "below it stay free)")
 
-    def _latency_now(self, pl_module: L.LightningModule) -> tuple[float | None, float]:
-        """The network's latency as it is: timed (None with a table of another machine), predicted."""
+    def _latency_now(self, pl_module: L.LightningModule, shift: float = 0.0) -> tuple[float | None, float]:
+        """The network's latency as it is: timed (None with a table of another machine) and
+        predicted, plus ``shift`` (a cut's prediction is anchored on the timing of the network
+        it was cut from). A timing more than ``RETIME_SHARE`` off the prediction is taken twice
+        more and the median stands (:meth:`LatencyModel.measure`); the log says so."""
         model = self.latency_model
-        return model.measure(pl_module), model.table.predict(self.pruner.graph(pl_module))
+        predicted = model.table.predict(self.pruner.graph(pl_module)) + shift
+        measured, readings = model.measure(pl_module, expected=predicted), model.readings
+        if len(readings) > 1:
+            info(f"[PhaseController] the network timed {readings[0]:.2f} ms against {predicted:.2f} ms predicted, "
+                 f"more than {RETIME_SHARE:.0%} off: timed twice more ({readings[1]:.2f}, {readings[2]:.2f} ms), "
+                 "the median stands")
+        return measured, predicted
 
     @property
     def _sets_lr(self) -> bool:
@@ -483,17 +492,11 @@ class PhaseController(Callback):
                                  removed=int(result.filters_removed), surgery_s=round(result.seconds, 4),
                                  epoch=trainer.current_epoch, screened_out=d.screened_out)
         if timed:  # the prediction anchored on the network it was cut from (timed then), then timed itself
-            predicted = self.latency_model.table.predict(self.pruner.graph(pl_module))
             anchor = StepRecord(**run.accepted["record"]).latency if run.accepted else None
-            predicted = predicted if anchor is None else anchor + predicted - before
-            run.pending.predicted_latency_ms = predicted
-            run.pending.latency_ms = self.latency_model.measure(pl_module, expected=predicted)
-            readings = self.latency_model.readings
-            if len(readings) > 1:
-                run.pending.latency_readings = [round(r, 4) for r in readings]
-                info(f"[PhaseController] the cut timed {readings[0]:.2f} ms against {predicted:.2f} ms predicted, "
-                     f"more than {RETIME_SHARE:.0%} off: timed twice more ({readings[1]:.2f}, {readings[2]:.2f} ms), "
-                     "the median stands")
+            run.pending.latency_ms, run.pending.predicted_latency_ms = self._latency_now(
+                pl_module, 0.0 if anchor is None else anchor - before)
+            if len(self.latency_model.readings) > 1:
+                run.pending.latency_readings = [round(r, 4) for r in self.latency_model.readings]
 
     def _restore_accepted(self, pl_module: L.LightningModule, mark: bool = False) -> None:
         self._restored = mark  # rank 0 restores while deciding; the others when applying

@@ -284,20 +284,26 @@ def test_a_reading_far_off_the_prediction_is_timed_twice_more(net, table, monkey
 @pytest.mark.slow
 def test_a_run_stops_on_its_latency_target(tmp_path, caplog, monkeypatch):
     model, dm = trained_digits_classifier(epochs=4)
-    real, pairs = Runtime.time, []
+    real_time, slow_next = Runtime.time, []
 
-    def first_cut_slowed(self, runners):  # a network timed beside the reference: the baseline, then the cuts
-        ms = real(self, runners)
-        pairs.extend([1] if len(runners) == 2 else [])
-        return [ms[0], ms[1] * 4] if len(runners) == 2 and len(pairs) == 2 else ms
+    def timed(self, runners):  # the first timing of the first cut beside the reference: 4x too slow
+        ms = real_time(self, runners)
+        return [ms[0], ms[1] * 4] if slow_next and slow_next.pop() else ms
 
-    monkeypatch.setattr(Runtime, "time", first_cut_slowed)
     twin = copy.deepcopy(model)
     controller = PhaseController(criterion="l1", phases=["layerwise"], finetune_epochs=0, final_epochs=0,
                                  reference="accepted", max_drop=0.5, target_latency="70%",
                                  latency={"batch_size": 64, "min_run_time": 0.1, "rounds": 3,
                                           "save_table": str(tmp_path / "saved.json")},
                                  normalize="per-layer", report_dir=str(tmp_path))
+    real_cut = controller.pruner.cut
+
+    def cut(*args, **kwargs):
+        slow_next.append(controller.run.surgeries == 0)
+        return real_cut(*args, **kwargs)
+
+    monkeypatch.setattr(Runtime, "time", timed)
+    monkeypatch.setattr(controller.pruner, "cut", cut)
     with caplog.at_level(logging.INFO, logger="pl_pruning"):
         trainer([controller], max_epochs=2).fit(model, datamodule=dm)
     report = controller.report()
