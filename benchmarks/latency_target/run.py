@@ -418,6 +418,48 @@ def timing(args: argparse.Namespace) -> None:
             f"{r['speedup_over_macs']:.2f} | {r.get('date', '-')} |"
         )
     _write(HERE / "timing.json", {"environment": env, "rows": rows}, md)
+    plot_timing(rows, HERE / "timing.png")
+
+
+def plot_timing(rows: list[dict], path: Path) -> None:
+    """Test accuracy against the speed-up measured side by side, one panel per experiment and
+    runtime: the MACs-targeted networks, the latency arm pruned for that runtime, the one
+    pruned for the other, and the target; each point labelled with its MACs reduction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runtimes = ("onnxruntime", "eager")
+    fig, axes = plt.subplots(len(EXPERIMENTS), len(runtimes), figsize=(12, 4.2 * len(EXPERIMENTS)), squeeze=False)
+    for (i, experiment), (j, runtime) in ((a, b) for a in enumerate(EXPERIMENTS) for b in enumerate(runtimes)):
+        ax = axes[i][j]
+        here = [r for r in rows if r["experiment"] == experiment and r["runtime"] == runtime and r["test_acc"]]
+        for r in here:
+            arm = next((rt for rt in runtimes if f"_latency_{rt}_" in r["network"]), None)
+            style = ({"marker": "*", "s": 160, "color": "tab:red", "label": f"latency arm for {runtime}"}
+                     if arm == runtime else
+                     {"marker": "*", "s": 110, "facecolors": "none", "edgecolors": "tab:red",
+                      "label": "latency arm for the other runtime"} if arm else
+                     {"marker": "o", "s": 50, "color": "tab:grey", "label": "MACs-targeted (3x)"})
+            ax.scatter(r["speedup"], 100 * r["test_acc"], **style)
+            ax.annotate(f"{r['macs_reduction']:.2f}x MACs", (r["speedup"], 100 * r["test_acc"]),
+                        textcoords="offset points", xytext=(6, -3), fontsize=8)
+            if arm == runtime and r.get("target_speedup"):
+                ax.axvline(r["target_speedup"], color="tab:purple", ls=":", label="its target")
+        handles, labels = ax.get_legend_handles_labels()
+        keep = dict(zip(labels, handles, strict=True))  # one legend entry per kind
+        ax.legend(keep.values(), keep.keys(), fontsize=8, loc="best")
+        ax.margins(x=0.25, y=0.3)
+        dates = sorted({r.get("date", "-")[:10] for r in here})
+        ax.set_title(f"{experiment}, {runtime} (timed {', '.join(dates)})", fontsize=10)
+        ax.set_xlabel(f"speed-up over the dense network, side by side (batch {BATCH}, {THREADS} thread)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def _carried(experiment: str, now: dict[str, dict], timed: tuple[str, ...]) -> list[dict]:
