@@ -10,8 +10,9 @@ Lightning-free: :class:`~pl_pruning.callbacks.PhaseController` calls
 Phase I removes the lowest-ranked filters of all groups together until they save the
 ``step`` share of the network's current MACs; Phase II visits the groups round-robin in the
 layer order, each with its own ``step`` (a share of its filters). An accepted step makes
-the next one ``grow`` times larger (at most :data:`MAX_STEP`); a rolled-back one halves it; a
-phase (a group) ends when its step falls below ``min_step``. A step is accepted when the
+the next one ``grow`` times larger (at most :data:`MAX_STEP`); a rolled-back one halves it,
+again while the halved step would plan the very cut rolled back (with ``round_to`` a step is
+whole blocks of filters); a phase (a group) ends when its step falls below ``min_step``. A step is accepted when the
 monitored metric dropped at most ``max_drop`` from the baseline (with ``reference="accepted"``,
 from the accepted network the step was cut from: each step may cost ``max_drop``, and the
 final network is checked against the baseline); a rejection within one
@@ -39,6 +40,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from typing import Any
 
 from pl_pruning.errors import PlPruningError
@@ -280,6 +282,7 @@ class Schedule:
     def _plan_next(self, run: RunState, d: Decision, net: Network, epochs_done: int,
                    max_epochs: int | None) -> None:
         """The next surgery's plan, or on to the next phase / the final fine-tune."""
+        retry = d.judged is not None and d.judged.accepted is False and d.judged.phase == run.phase.value
         while run.phase in PRUNING:
             if not self._budget_left(run, d, epochs_done, max_epochs):
                 run.phase = Phase.FINAL
@@ -287,20 +290,15 @@ class Schedule:
             graph, scored = net.scored()
             latency = self._latency_per_filter(net, graph)
             room = self._room(run, d, graph.macs)  # MACs (ms with target_latency) the target still allows to remove
+            plan_at = partial(self._plan_at, run, d, scored, graph, room, latency)  # (step, layer or None)
+            if retry:  # a rolled-back step's halved size may plan the very cut just rolled back
+                retry = False
+                self._past_repeats(run, d.judged, plan_at)
             if run.phase is Phase.GLOBAL:
                 d.planned = (Phase.GLOBAL.value, None, run.step)
-                plan = {}
-                if run.step >= self.min_step:
-                    if self.target_latency is not None:
-                        saving = {"latency_ms": min(run.step * self._accepted_latency(run, d), room)}
-                    else:
-                        saving = {"macs": min(run.step * graph.macs, room)}
-                    plan = planner.global_plan(scored, run.step, graph, normalize=self.normalize,
-                                               min_channels=self.min_channels, latency_per_filter=latency,
-                                               round_to=self.round_to, **saving)
-                d.plan = planner.rounded(plan, scored, self.round_to)
+                d.plan = plan_at(run.step, None) if run.step >= self.min_step else {}
             else:
-                d.plan = self._layer_plan(run, d, scored, graph, room, latency)
+                d.plan = self._layer_plan(run, d, plan_at)
             if d.plan and not self._screened_out(run, d, net):
                 return
             if d.plan:
@@ -327,21 +325,65 @@ class Schedule:
         d.screened_out += 1
         return True
 
-    def _layer_plan(self, run: RunState, d: Decision, scored: planner.Scored, graph: NetworkGraph,
-                    room: float, latency: dict[str, float] | None = None) -> dict[str, list[int]]:
-        """The next group of the round-robin queue that still has something to cut; groups
-        whose step fell below ``min_step`` or that cannot lose a filter leave the queue."""
+    def _past_repeats(self, run: RunState, judged: StepRecord,
+                      plan_at: Callable[[float, str | None], dict[str, list[int]]]) -> None:
+        """After a rollback: halve the judged unit's step (Phase I's, or its group's) again
+        while it still plans the cut just rolled back (``plan_at`` its size), which blocks of
+        ``round_to`` filters or a group's few filters can make; a layer whose step so falls
+        below ``min_step`` leaves the queue. The network is the accepted one again, so the
+        rolled-back plan is the plan at the judged step's size."""
+        layer = judged.layer
+        step = run.step if layer is None else run.layer_steps.get(layer)
+        if step is None or step < self.min_step:
+            return
+        tried = plan_at(judged.step, layer)
+        while step >= self.min_step and plan_at(step, layer) == tried:
+            step /= 2
+        if layer is None:
+            run.step = step
+        else:
+            run.layer_steps[layer] = step
+            if step < self.min_step and layer in run.layer_queue:
+                run.layer_queue.remove(layer)
+
+    def _plan_at(self, run: RunState, d: Decision, scored: planner.Scored, graph: NetworkGraph, room: float,
+                 latency: dict[str, float] | None, step: float, layer: str | None) -> dict[str, list[int]]:
+        """The cut of Phase I (``layer`` None) or of one group at ``step``, on the network now."""
+        if layer is None:
+            return self._global_plan(run, d, step, scored, graph, room, latency)
+        return self._one_layer_plan(layer, step, scored, graph, room, latency)
+
+    def _global_plan(self, run: RunState, d: Decision, step: float, scored: planner.Scored, graph: NetworkGraph,
+                     room: float, latency: dict[str, float] | None) -> dict[str, list[int]]:
+        """Phase I's cut at ``step``: the share of the MACs (of the latency, under
+        ``target_latency``) it saves, at most what the target still allows (``room``)."""
+        if self.target_latency is not None:
+            saving = {"latency_ms": min(step * self._accepted_latency(run, d), room)}
+        else:
+            saving = {"macs": min(step * graph.macs, room)}
+        plan = planner.global_plan(scored, step, graph, normalize=self.normalize, min_channels=self.min_channels,
+                                   latency_per_filter=latency, round_to=self.round_to, **saving)
+        return planner.rounded(plan, scored, self.round_to)
+
+    def _one_layer_plan(self, layer: str, step: float, scored: planner.Scored, graph: NetworkGraph,
+                        room: float, latency: dict[str, float] | None) -> dict[str, list[int]]:
+        """Phase II's cut of one group at ``step``, at most what the target still allows."""
         unit = latency if self.target_latency is not None else None  # what room is counted in
         costs = dict(zip((g.root for g, _ in scored), planner.group_costs(scored, graph, unit), strict=True))
+        if layer not in costs:
+            return {}
+        cap = None if math.isinf(room) else max(1, math.ceil(room / costs[layer]))
+        return planner.rounded(planner.layer_plan(scored, layer, step, min_channels=self.min_channels,
+                                                  max_filters=cap, round_to=self.round_to), scored, self.round_to)
+
+    def _layer_plan(self, run: RunState, d: Decision,
+                    plan_at: Callable[[float, str | None], dict[str, list[int]]]) -> dict[str, list[int]]:
+        """The next group of the round-robin queue that still has something to cut; groups
+        whose step fell below ``min_step`` or that cannot lose a filter leave the queue."""
         while run.layer_queue:
             layer = run.layer_queue[0]
             step = run.layer_steps.setdefault(layer, self.layer_step)
-            plan = {}
-            if step >= self.min_step and layer in costs:
-                cap = None if math.isinf(room) else max(1, math.ceil(room / costs[layer]))
-                plan = planner.rounded(planner.layer_plan(scored, layer, step, min_channels=self.min_channels,
-                                                          max_filters=cap, round_to=self.round_to),
-                                       scored, self.round_to)
+            plan = plan_at(step, layer) if step >= self.min_step else {}
             if plan:
                 d.planned = (Phase.LAYERWISE.value, layer, step)
                 return plan

@@ -272,3 +272,29 @@ def test_phase_one_with_round_to_cuts_instead_of_ending_empty(graph):
     assert d.planned == ("global", None, 0.1)
     assert d.plan and all((g.channels - len(d.plan.get(g.root, []))) % 8 == 0
                           for g in graph.groups if g.root in d.plan)
+
+
+@pytest.mark.parametrize("phases", [["global"], ["layerwise"]])
+def test_a_halved_step_that_plans_the_cut_just_rolled_back_is_halved_again(graph, phases):
+    """With round_to a step is whole blocks: halving it can leave the very cut rolled back,
+    which would be judged again for nothing (a whole fine-tuning window). The step halves
+    until its plan differs; Phase I ends, or a group leaves the queue, where none does."""
+    # a quarter of a 64-wide group at round_to 16 leaves 48; an eighth leaves 56, nearest 48 too
+    rule = schedule(phases=phases, global_step=0.1, layer_step=0.25, min_step=0.01, round_to=16,
+                    layer_order="back_to_front")
+    fake = Fake(graph)
+    run, d = start(rule, fake)
+    tried, (_, layer, step) = d.plan, d.planned
+    assert layer is None or fake.graph.channels[layer] == 64
+    d = judge(rule, run, fake, 0.5, d)                     # a large drop: rolled back
+    assert not d.judged.accepted
+    halved = run.step if layer is None else run.layer_steps[layer]
+    assert halved < step / 2                               # halved more than once
+    again = d.plan if d.planned is not None and d.planned[1] == layer else None
+    assert again != tried
+    # without round_to a halved step is a smaller cut: halved once, as before
+    rule, fake = schedule(phases=phases, global_step=0.4, layer_step=0.5, min_step=0.01), Fake(graph)
+    run, d = start(rule, fake)
+    _, layer, step = d.planned
+    judge(rule, run, fake, 0.5, d)
+    assert (run.step if layer is None else run.layer_steps[layer]) == pytest.approx(step / 2)
