@@ -290,7 +290,11 @@ class Schedule:
             graph, scored = net.scored()
             latency = self._latency_per_filter(net, graph)
             room = self._room(run, d, graph.macs)  # MACs (ms with target_latency) the target still allows to remove
-            plan_at = partial(self._plan_at, run, d, scored, graph, room, latency)  # (step, layer or None)
+            # what one filter of each group saves, in the unit room is counted in (Phase II's caps)
+            costs = (None if run.phase is Phase.GLOBAL else
+                     dict(zip((g.root for g, _ in scored), planner.group_costs(
+                         scored, graph, latency if self.target_latency is not None else None), strict=True)))
+            plan_at = partial(self._plan_at, run, d, scored, graph, room, latency, costs)  # (step, layer or None)
             if retry:  # a rolled-back step's halved size may plan the very cut just rolled back
                 retry = False
                 self._past_repeats(run, d.judged, plan_at)
@@ -347,11 +351,13 @@ class Schedule:
                 run.layer_queue.remove(layer)
 
     def _plan_at(self, run: RunState, d: Decision, scored: planner.Scored, graph: NetworkGraph, room: float,
-                 latency: dict[str, float] | None, step: float, layer: str | None) -> dict[str, list[int]]:
-        """The cut of Phase I (``layer`` None) or of one group at ``step``, on the network now."""
+                 latency: dict[str, float] | None, costs: dict[str, float] | None, step: float,
+                 layer: str | None) -> dict[str, list[int]]:
+        """The cut of Phase I (``layer`` None) or of one group at ``step``, on the network now
+        (``costs``: what one filter of each group saves, for Phase II)."""
         if layer is None:
             return self._global_plan(run, d, step, scored, graph, room, latency)
-        return self._one_layer_plan(layer, step, scored, graph, room, latency)
+        return self._one_layer_plan(layer, step, scored, room, costs)
 
     def _global_plan(self, run: RunState, d: Decision, step: float, scored: planner.Scored, graph: NetworkGraph,
                      room: float, latency: dict[str, float] | None) -> dict[str, list[int]]:
@@ -365,11 +371,10 @@ class Schedule:
                                    latency_per_filter=latency, round_to=self.round_to, **saving)
         return planner.rounded(plan, scored, self.round_to)
 
-    def _one_layer_plan(self, layer: str, step: float, scored: planner.Scored, graph: NetworkGraph,
-                        room: float, latency: dict[str, float] | None) -> dict[str, list[int]]:
-        """Phase II's cut of one group at ``step``, at most what the target still allows."""
-        unit = latency if self.target_latency is not None else None  # what room is counted in
-        costs = dict(zip((g.root for g, _ in scored), planner.group_costs(scored, graph, unit), strict=True))
+    def _one_layer_plan(self, layer: str, step: float, scored: planner.Scored, room: float,
+                        costs: dict[str, float]) -> dict[str, list[int]]:
+        """Phase II's cut of one group at ``step``, at most what the target still allows
+        (``room``, at ``costs`` a filter)."""
         if layer not in costs:
             return {}
         cap = None if math.isinf(room) else max(1, math.ceil(room / costs[layer]))
