@@ -98,7 +98,8 @@ class PhaseController(Callback):
             explicit forms: ``"25ms"`` (milliseconds per batch) or ``"40%"`` (of the baseline's
             latency measured there); steps are then sized in milliseconds saved
             (:mod:`pl_pruning.pruning.latency`), and a step that runs more than 5% under the
-            target is rolled back and halved (``past_target``). Not with ``target_macs``.
+            target is rolled back and halved (``past_target``), as is one timed no faster than
+            the network it was cut from (``no_faster``). Not with ``target_macs``.
         latency: where latency is measured, for ``target_latency``, ``normalize="latency-aware"``
             and ``round_to="auto"`` (without one of them, or a ``table``, nothing is measured): ``runtime`` (``eager`` or ``onnxruntime``, on the CPU),
             ``batch_size`` (64), ``num_threads`` (1), ``min_run_time``, ``rounds``,
@@ -343,18 +344,21 @@ class PhaseController(Callback):
                  f"{table['runtime']['name']}, of {', '.join(map(str, measured.paying())) or 'none'}; widths at or "
                  "below it stay free)")
 
-    def _latency_now(self, pl_module: L.LightningModule, shift: float = 0.0) -> tuple[float | None, float]:
+    def _latency_now(self, pl_module: L.LightningModule, shift: float = 0.0,
+                     before: float | None = None) -> tuple[float | None, float]:
         """The network's latency as it is: timed (None with a table of another machine) and
         predicted, plus ``shift`` (a cut's prediction is anchored on the timing of the network
-        it was cut from). A timing more than ``RETIME_SHARE`` off the prediction is taken twice
-        more and the median stands (:meth:`LatencyModel.measure`); the log says so."""
+        it was cut from, whose latency is ``before``). A timing more than ``RETIME_SHARE`` off
+        the prediction, or not under ``before``, is taken twice more and the median stands
+        (:meth:`LatencyModel.measure`); the log says so."""
         model = self.latency_model
         predicted = model.table.predict(self.pruner.graph(pl_module)) + shift
-        measured, readings = model.measure(pl_module, expected=predicted), model.readings
+        measured, readings = model.measure(pl_module, expected=predicted, before=before), model.readings
         if len(readings) > 1:
+            why = (f"more than {RETIME_SHARE:.0%} off" if abs(readings[0] / predicted - 1) > RETIME_SHARE
+                   else f"no faster than the {before:.2f} ms it was cut from")
             info(f"[PhaseController] the network timed {readings[0]:.2f} ms against {predicted:.2f} ms predicted, "
-                 f"more than {RETIME_SHARE:.0%} off: timed twice more ({readings[1]:.2f}, {readings[2]:.2f} ms), "
-                 "the median stands")
+                 f"{why}: timed twice more ({readings[1]:.2f}, {readings[2]:.2f} ms), the median stands")
         return measured, predicted
 
     @property
@@ -494,7 +498,8 @@ class PhaseController(Callback):
         if timed:  # the prediction anchored on the network it was cut from (timed then), then timed itself
             anchor = StepRecord(**run.accepted["record"]).latency if run.accepted else None
             run.pending.latency_ms, run.pending.predicted_latency_ms = self._latency_now(
-                pl_module, 0.0 if anchor is None else anchor - before)
+                pl_module, 0.0 if anchor is None else anchor - before,
+                anchor if self.schedule.target_latency is not None else None)
             if len(self.latency_model.readings) > 1:
                 run.pending.latency_readings = [round(r, 4) for r in self.latency_model.readings]
 

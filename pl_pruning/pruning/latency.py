@@ -53,7 +53,8 @@ shared machine (measured: a group at a quarter of its width timed slower than th
 network), while a convolution alone moves by its whole time. A run still re-checks every
 prediction against a real measurement of the whole network and plans from the measurement
 (the prediction's error goes in the report); a measurement more than :data:`RETIME_SHARE`
-off the prediction is taken twice more and the median stands (:meth:`LatencyModel.measure`).
+off the prediction, or one that says a cut bought no time, is taken twice more and the median
+stands (:meth:`LatencyModel.measure`).
 
 The table is plain data: :meth:`LatencyTable.save` writes JSON, :meth:`LatencyTable.load`
 reads it back (on another machine a run plans from its predictions only: a measurement
@@ -781,13 +782,14 @@ class LatencyModel:
             table.save(extra["save_table"])
         return cls(table, reference=module)
 
-    def measure(self, module: nn.Module, expected: float | None = None) -> float | None:
+    def measure(self, module: nn.Module, expected: float | None = None, before: float | None = None) -> float | None:
         """The network's latency on the table's runtime, timed side by side with the fit's
         network (None: the table is of another machine). A reading more than
-        :data:`RETIME_SHARE` off ``expected`` (the model's prediction) is timed twice more and
-        the median of the three stands: on a loaded machine one side of a side-by-side timing
-        can be slowed throughout, and a cut judged on such a reading is rolled back as past the
-        target, or ends the run, for nothing. ``readings`` keeps the last call's readings."""
+        :data:`RETIME_SHARE` off ``expected`` (the model's prediction), or not under ``before``
+        (the latency of the network a cut was made from), is timed twice more and the median of
+        the three stands: on a loaded machine one side of a side-by-side timing can be slowed
+        throughout, and a cut judged on such a reading is rolled back (past the target, or as no
+        faster), or ends the run, for nothing. ``readings`` keeps the last call's readings."""
         self.readings = []
         if self._reference is None:
             return None
@@ -798,7 +800,9 @@ class LatencyModel:
                 ref, now = self.runtime.time([self._reference, runner])
                 return now / ref * self.reference_ms
 
-            self.readings = [reading()]
-            if expected is not None and abs(self.readings[0] / expected - 1) > RETIME_SHARE:
+            first = reading()
+            self.readings = [first]
+            if ((expected is not None and abs(first / expected - 1) > RETIME_SHARE)
+                    or (before is not None and first >= before)):
                 self.readings += [reading(), reading()]
         return statistics.median(self.readings)

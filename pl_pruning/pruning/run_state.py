@@ -50,6 +50,7 @@ class StepRecord:
     latency_ms: float | None = None    # measured on the latency model's runtime (ms per batch)
     predicted_latency_ms: float | None = None  # what the latency model predicted for it
     past_target: bool = False          # rolled back: it ran more than TARGET_TOLERANCE under target_latency
+    no_faster: bool = False            # rolled back: target_latency, and it timed no faster than the network it was cut from
     latency_readings: list[float] | None = None  # its timings when the first was far off the prediction (median: latency_ms)
 
     @property
@@ -70,7 +71,8 @@ class StepRecord:
         return (f"{self.phase} step of {size}{where}{screened}: {monitor}={self.metric:.4f} "
                 f"drop={self.drop:+.4f}{versus} MACs={self.macs / 1e6:.2f}M{self._latency_text()} -> "
                 f"{'accepted' if self.accepted else 'rolled back'}"
-                f"{' (past the latency target)' if self.past_target else ''}")
+                f"{' (past the latency target)' if self.past_target else ''}"
+                f"{' (no faster than the network it was cut from)' if self.no_faster else ''}")
 
     def _latency_text(self) -> str:
         if self.latency is None:
@@ -83,7 +85,7 @@ class StepRecord:
         return {k: v for k, v in asdict(self).items()
                 if (v is not None or k not in ("surgery_s", "epoch", "reference", "finetuned_epochs", "latency_ms",
                                                "predicted_latency_ms", "latency_readings"))
-                and (k not in ("rechecks", "screened_out") or v)}
+                and (k not in ("rechecks", "screened_out", "no_faster") or v)}
 
 
 @dataclass

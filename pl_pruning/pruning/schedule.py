@@ -29,7 +29,8 @@ what the target still allows, and the run stops once the accepted network's late
 after its cut, reaches the target; a step that runs more than :data:`TARGET_TOLERANCE` under
 the target (the latency model under-predicted what it saves) is rolled back and halved like a
 failed one, so the run ends within that tolerance of its target, or above it when no smaller
-step is left; the budget (``max_steps``, the epochs left) can end pruning early; the final
+step is left, and so is a step timed no faster than the network it was cut from (it bought no
+time); the budget (``max_steps``, the epochs left) can end pruning early; the final
 fine-tune follows (``final_epochs``, or with ``fill_budget`` every epoch ``max_epochs``
 leaves), and a final network that misses the bound is replaced by the last accepted one.
 """
@@ -240,9 +241,10 @@ class Schedule:
                 run.pending = replace(run.pending, rechecks=run.pending.rechecks + 1)
                 d.machine = {k: getattr(run, k) for k in _MACHINE}
                 return d  # one more epoch, then judged again
-            past = self._past_target(run, run.pending)
-            d.judged = replace(run.pending, metric=metric, drop=drop, accepted=self.accepts(drop) and not past,
-                               past_target=past, reference=None if reference == run.baseline else reference,
+            past, slower = self._past_target(run, run.pending), self._no_faster(run, run.pending)
+            d.judged = replace(run.pending, metric=metric, drop=drop,
+                               accepted=self.accepts(drop) and not past and not slower, past_target=past,
+                               no_faster=slower, reference=None if reference == run.baseline else reference,
                                finetuned_epochs=self.window(run))
             run.pending = None
             self._adapt(run, d.judged)
@@ -258,6 +260,16 @@ class Schedule:
         another machine)."""
         target = self.latency_target_ms(run) if self.target_latency is not None else None
         return target is not None and step.latency is not None and step.latency < target * (1 - TARGET_TOLERANCE)
+
+    def _no_faster(self, run: RunState, step: StepRecord) -> bool:
+        """Whether, under ``target_latency``, the step's network timed no faster than the
+        accepted network it was cut from: a cut that buys no time (a width the runtime pads
+        back, a layer whose time does not fall with it) costs accuracy and MACs for nothing.
+        Judged on measurements only; a prediction from a table of another machine is not one."""
+        if self.target_latency is None or step.latency_ms is None or run.accepted is None:
+            return False
+        before = run.accepted["record"].get("latency_ms")
+        return before is not None and step.latency_ms >= before
 
     def _marginal(self, run: RunState, drop: float) -> bool:
         """A rejection within the noise: one standard error above the bound, not yet rechecked

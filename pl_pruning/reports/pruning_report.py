@@ -48,7 +48,8 @@ def markdown_table(report: dict[str, Any]) -> str:
               + " ---: | --- |"]
     for i, e in enumerate(report["history"]):
         decision = ("accepted" if e.get("accepted") else
-                    "rolled back (past the latency target)" if e.get("past_target") else "rolled back")
+                    "rolled back (past the latency target)" if e.get("past_target") else
+                    "rolled back (no faster)" if e.get("no_faster") else "rolled back")
         ms = (f" {_fmt(e.get('latency_ms'), '.2f')} | {_fmt(e.get('predicted_latency_ms'), '.2f')} |"
               if timed else "")
         lines.append(f"| {i} | {e['phase']} | {e.get('layer') or ''} | {_fmt(e.get('step'), '.3f')} | "

@@ -276,6 +276,12 @@ def test_a_reading_far_off_the_prediction_is_timed_twice_more(net, table, monkey
     assert model.readings == pytest.approx([3.0 * ref, 1.1 * ref, 0.9 * ref])
     assert model.measure(net, expected=ref) == pytest.approx((1 + RETIME_SHARE / 2) * ref) and len(model.readings) == 1
     assert model.measure(net) == pytest.approx(5.0 * ref) and len(model.readings) == 1
+    # a reading near the prediction that says the cut bought no time (not under ``before``) is
+    # timed twice more too; one under it is taken once
+    ratios = iter([1.0, 0.8, 0.9, 0.95])
+    assert model.measure(net, expected=ref, before=0.97 * ref) == pytest.approx(0.9 * ref)
+    assert model.readings == pytest.approx([ref, 0.8 * ref, 0.9 * ref])
+    assert model.measure(net, expected=ref, before=0.97 * ref) == pytest.approx(0.95 * ref) and len(model.readings) == 1
     record = StepRecord("global", None, 0.1, 1, 1, latency_ms=1.0, latency_readings=[3.0, 1.0, 0.9])
     assert record.to_dict()["latency_readings"] == [3.0, 1.0, 0.9]
     assert "latency_readings" not in StepRecord("global", None, 0.1, 1, 1).to_dict()
@@ -378,6 +384,44 @@ def test_a_step_past_the_latency_target_is_rolled_back_and_halved(net):
     d = judge(5.0 * (1 - TARGET_TOLERANCE) + 0.01)
     assert d.judged.accepted and not d.judged.past_target and restored == [1]
     assert run.phase.value == "final"  # at the target: pruning ends
+
+
+def test_a_step_timed_no_faster_than_the_network_it_was_cut_from_is_rolled_back(net):
+    """Under target_latency a cut that bought no time (a width the runtime pads back) costs
+    accuracy and MACs for nothing: timed no faster than the accepted network it was cut from,
+    it is rolled back and halved however little accuracy it lost; a prediction alone (a table
+    of another machine) is not judged so."""
+    graph = NetworkGraph.of(net, torch.zeros(1, 1, 8, 8))
+    scored = planner.score_groups(graph.groups, {g.root: torch.rand(g.channels) for g in graph.groups})
+    restored = []
+    net_ = Network(scored=lambda: (graph, scored), cost=lambda: (graph.macs, 1), restore=lambda: restored.append(1),
+                   latency=lambda: (10.0, 10.0), latency_per_filter=lambda g: {n: 0.1 for n in graph.macs_per_filter})
+    schedule = _schedule(target_latency="50%", global_step=0.4)
+    run = RunState(step=0.4)
+    baseline = schedule.decide(run, 0.9, net_, 0, None).judged
+    run.baseline_cost = {"macs": graph.macs, "params": 1, "latency_ms": baseline.latency_ms}
+    run.accepted = {"record": baseline.to_dict()}
+
+    def judge(latency_ms: float | None, predicted: float = 8.0):
+        run.pending = StepRecord("global", None, run.step, graph.macs // 2, 1, latency_ms=latency_ms,
+                                 predicted_latency_ms=predicted)
+        return schedule.decide(run, 0.9, net_, 0, None)
+
+    d = judge(10.0)  # no faster than the 10 ms it was cut from, no accuracy lost
+    assert not d.judged.accepted and d.judged.no_faster and not d.judged.past_target and restored == [1]
+    assert run.step == pytest.approx(0.2) and run.phase.value == "global"
+    assert "rolled back (no faster than the network it was cut from)" in d.judged.describe("val_acc", "latency")
+    assert d.judged.to_dict()["no_faster"] is True and "no_faster" not in baseline.to_dict()
+    assert "rolled back (no faster)" in markdown_table({"criterion": "l1", "phases": ["global"], "max_drop": 0.05,
+                                                         "history": [baseline.to_dict(), d.judged.to_dict()]})
+    d = judge(None, predicted=10.5)  # predicted only: judged on accuracy and the target alone
+    assert d.judged.accepted and not d.judged.no_faster and restored == [1]
+    run.accepted = {"record": d.judged.to_dict()}
+    d = judge(9.0)
+    assert d.judged.accepted and not d.judged.no_faster
+    # without a latency target (latency only measured, or a MACs target) nothing is judged so
+    plain = _schedule(global_step=0.4)
+    assert not plain._no_faster(run, StepRecord("global", None, 0.1, 1, 1, latency_ms=99.0))
 
 
 def test_an_onnx_runtime_table_times_each_convolution_as_exported_alone(net, tmp_path):
