@@ -456,6 +456,9 @@ class PhaseController(Callback):
             cut = f", {window - left} cut by max_epochs={trainer.max_epochs}" if left < window else ""
             info(f"[PhaseController] final fine-tune of the accepted network: {left} "
                  f"epoch{'s' if left != 1 else ''} left{cut}")
+            short = self.schedule.short_of_target(run)
+            if short is not None:
+                rank_zero_warn(f"[PhaseController] {short}")
         if d.finish:
             self._finish(trainer, pl_module, d.metric if d.judged is None else run.accepted["record"]["metric"])
 

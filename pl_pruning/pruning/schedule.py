@@ -271,6 +271,23 @@ class Schedule:
         before = run.accepted["record"].get("latency_ms")
         return before is not None and step.latency_ms >= before
 
+    def short_of_target(self, run: RunState) -> str | None:
+        """Why pruning ended above ``target_latency``, for a warning (None: it reached it, or
+        the run has no latency target): the accepted network's latency against the target and
+        how many cuts were rolled back as no faster than the network they were cut from, which
+        a width this runtime runs slower than a wider one (no ``round_to`` multiple) explains."""
+        target = self.latency_target_ms(run) if self.target_latency is not None else None
+        now = StepRecord(**run.accepted["record"]).latency if run.accepted is not None else None
+        if target is None or now is None or now <= target:
+            return None
+        cuts = [r for r in run.history if r.phase in (Phase.GLOBAL.value, Phase.LAYERWISE.value)]
+        slower = sum(r.no_faster for r in cuts)
+        hint = "" if not slower else (
+            f"; {slower} of {len(cuts)} cuts timed no faster than the network they were cut from, widths this "
+            "runtime runs slower than wider ones" + ("" if self.round_to else " (round_to=<the runtime's channel "
+                                                      "multiple, such as 16> keeps widths off them)"))
+        return f"pruning ended at {now:.2f} ms, above target_latency={target:.2f} ms{hint}"
+
     def _marginal(self, run: RunState, drop: float) -> bool:
         """A rejection within the noise: one standard error above the bound, not yet rechecked
         (never with ``finetune_epochs=0``: validating the same network again changes nothing)."""

@@ -422,6 +422,15 @@ def test_a_step_timed_no_faster_than_the_network_it_was_cut_from_is_rolled_back(
     # without a latency target (latency only measured, or a MACs target) nothing is judged so
     plain = _schedule(global_step=0.4)
     assert not plain._no_faster(run, StepRecord("global", None, 0.1, 1, 1, latency_ms=99.0))
+    # pruning that ends above its target says so, and counts the cuts that bought no time
+    run.history = [baseline, StepRecord("global", None, 0.4, 1, 1, latency_ms=10.0, no_faster=True),
+                   StepRecord("global", None, 0.2, 1, 1, latency_ms=9.0, accepted=True)]
+    run.accepted = {"record": run.history[-1].to_dict()}
+    short = schedule.short_of_target(run)
+    assert "ended at 9.00 ms, above target_latency=5.00 ms" in short and "1 of 2 cuts timed no faster" in short
+    assert "round_to=" in short and "round_to=" not in _schedule(target_latency="50%", round_to=16).short_of_target(run)
+    run.accepted = {"record": StepRecord("global", None, 0.2, 1, 1, latency_ms=4.9, accepted=True).to_dict()}
+    assert schedule.short_of_target(run) is None and plain.short_of_target(run) is None
 
 
 def test_an_onnx_runtime_table_times_each_convolution_as_exported_alone(net, tmp_path):
