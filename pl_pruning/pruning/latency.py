@@ -239,7 +239,7 @@ class Runtime:
 
 def _machine() -> dict[str, Any]:
     out = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
-           "torch": torch.__version__}
+           "torch": str(torch.__version__)}  # TorchVersion is no plain str: weights-only loading refuses it
     try:
         import onnxruntime
 

@@ -3,6 +3,7 @@ in milliseconds, and a run that stops on its latency target (timings only as the
 own measurements, never asserted against wall time)."""
 
 import copy
+import io
 import json
 import logging
 import math
@@ -313,6 +314,12 @@ def test_a_run_stops_on_its_latency_target(tmp_path, caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="pl_pruning"):
         trainer([controller], max_epochs=2).fit(model, datamodule=dm)
     report = controller.report()
+    # the controller's state (the latency table in it) is what a checkpoint keeps, and resuming
+    # loads a checkpoint weights-only: a TorchVersion in the table's machine made that fail
+    buffer = io.BytesIO()
+    torch.save(controller.state_dict(), buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["latency_table"]["machine"]["torch"] == str(torch.__version__)
     steps = [e for e in controller.history if e["phase"] == "layerwise"]
     # the first cut's first reading, four times too slow, was timed twice more: the median stands
     first = steps[0]["latency_readings"]
