@@ -421,11 +421,11 @@ def test_a_step_timed_no_faster_than_the_network_it_was_cut_from_is_rolled_back(
     assert d.judged.to_dict()["no_faster"] is True and "no_faster" not in baseline.to_dict()
     assert "rolled back (no faster)" in markdown_table({"criterion": "l1", "phases": ["global"], "max_drop": 0.05,
                                                          "history": [baseline.to_dict(), d.judged.to_dict()]})
-    d = judge(None, predicted=10.5)  # predicted only: judged on accuracy and the target alone
+    d = judge(9.0)  # faster than the 10 ms it was cut from
     assert d.judged.accepted and not d.judged.no_faster and restored == [1]
     run.accepted = {"record": d.judged.to_dict()}
-    d = judge(9.0)
-    assert d.judged.accepted and not d.judged.no_faster
+    d = judge(None, predicted=9.5)  # predicted only (slower than 9 ms): judged on accuracy and the target alone
+    assert d.judged.accepted and not d.judged.no_faster and restored == [1]
     # without a latency target (latency only measured, or a MACs target) nothing is judged so
     plain = _schedule(global_step=0.4)
     assert not plain._no_faster(run, StepRecord("global", None, 0.1, 1, 1, latency_ms=99.0))
